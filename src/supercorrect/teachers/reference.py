@@ -1,0 +1,495 @@
+"""The rule-based reference teacher: the offline default. No language model is involved.
+
+It works only for problems whose reference solution has machine-checkable steps (`RefStep.value` set: the
+synthetic problems, GSM8K's `<<expr=value>>` annotations); any other problem gets
+`TeacherOutput(text=None, error="not_checkable: ...")`.
+
+- `templates`: the hierarchical solution is rendered from the reference steps: each step's text with its
+  arithmetic written as "expr = value", a <Key> for tricky steps (division, multiplication, percentages,
+  several operators) explaining the expression, a <Generalized> summary of the operation sequence, and the
+  reference answer.
+- `corrections`: the student's steps are checked in order; the first wrong step k is the first one that
+  (a) states a false equation ("48 / 2 = 25"), or (b) uses an operand that is neither a quantity of the
+  problem (digits or number words), a common constant (60, 12, 100, ...) nor a value of the reference
+  ("46 / 2 = 23" when 46 appears nowhere), or (c) has a wrong result: a step that computes (has a checked
+  equation) must produce a reference intermediate value, a partial result of a reference expression
+  ("16 - 3 = 13" on the way to "16-3-4=9") or a percentage of a given number as a fraction; a step that only
+  states a number may also restate a given one. Steps without numbers are accepted. Claims cut off by words
+  ("9 hours * 2/3 = 6") and definitions ("48 = 120% of x") are not checked as equations. If no step is wrong
+  but the final answer is, k is the last step (1 with no steps). The correction is the first reference step
+  whose value the student has not yet produced, written with "expr = value".
+  Modes `single_pass` and `stepwise` give the same result: the rule-based check already goes step by step
+  and stops at the first wrong one, which is exactly what the stepwise (CLAER) mode asks of an LLM teacher.
+
+Limitations, by design: a student who reaches a correct value by a route the reference does not take
+(an intermediate the reference never writes, not a partial result of its expressions) is marked wrong at
+that step; a wrong step whose result happens to equal a reference or given number is not caught there.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+from ..arith import ArithError, Equation, evaluate, find_equations, format_number, numbers_in, parse_number
+from ..schema import Problem, RefStep
+from ..xmlformat import parse, render_correction, render_solution, step_texts
+from .base import CorrectionMode, CorrectionRequest, Teacher, TeacherOutput
+
+RULE_BASED_NOTE = (
+    "Rule-based reference teacher (no language model): templates are rendered from the reference solution's "
+    "checkable steps; corrections locate the student's first wrong step by checking its arithmetic and comparing "
+    "its results with the reference's intermediate values. Works only for problems with checkable steps "
+    "(synthetic problems, GSM8K calculator annotations). single_pass and stepwise give the same result."
+)
+CAUSE_PREFIX = "Rule-based check: "
+TEMPLATE_SUFFIX = " (Rule-based template written from the reference steps.)"
+
+# Constants a correct step may state without deriving them (units, "half", percentages).
+_CONSTANTS = frozenset(Fraction(c) for c in (1, 2, 7, 10, 12, 24, 52, 60, 100, 365, 1000))
+_WORD_NUMBERS: dict[str, set[Fraction]] = {
+    **{w: {Fraction(i)} for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+        "seventeen eighteen nineteen twenty".split())},
+    **{w: {Fraction(10 * i)} for i, w in enumerate("thirty forty fifty sixty seventy eighty ninety".split(), 3)},
+    "hundred": {Fraction(100)}, "thousand": {Fraction(1000)}, "dozen": {Fraction(12)},
+    "twice": {Fraction(2)}, "double": {Fraction(2)}, "triple": {Fraction(3)}, "thrice": {Fraction(3)},
+    "half": {Fraction(2), Fraction(1, 2)}, "third": {Fraction(3), Fraction(1, 3)},
+    "quarter": {Fraction(4), Fraction(1, 4)}, "fourth": {Fraction(4), Fraction(1, 4)},
+}  # fmt: skip
+_NUM = r"\d+(?:,\d{3})*(?:\.\d+)?|\.\d+"
+_NUMBER = re.compile(_NUM)
+_PLAIN_NUMBER = re.compile(rf"\s*[-+−]?\s*\$?\s*(?:{_NUM})\s*%?\s*")
+_EXPR_TOKEN = re.compile(rf"{_NUM}|\*\*|[-+*/x×÷()^%]")
+_MUL = {"*", "x", "×"}
+_OPERATORS = frozenset("+-*/×÷·−–^√")
+_DIV = {"/", "÷"}
+_TAGLIKE = re.compile(
+    r"<\s{0,3}/?\s{0,3}(?:step\s{0,2}\d{0,9}|key|evaluate|cause|correction|generalized|answer)\s{0,3}>", re.I
+)
+_VERBS = {
+    "add": "add",
+    "sub": "subtract",
+    "mul": "multiply",
+    "div": "divide",
+    "pct": "take a percentage",
+    "multi": "combine several operations",
+}
+
+
+@dataclass
+class Verdict:
+    """Where the student's first error is (1-based; None: no error found) and why."""
+
+    index: int | None
+    kind: str | None  # "arithmetic" | "value" | "final_answer" | None
+    cause: str | None = None
+    correction: str | None = None
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _value(step: RefStep) -> Fraction | None:
+    return parse_number(step.value) if step.value is not None else None
+
+
+def _tokens(expr: str) -> list[str]:
+    return _EXPR_TOKEN.findall(expr.replace("$", ""))
+
+
+_BINARY = frozenset({"+", "-", "*", "x", "×", "/", "÷", "^", "**"})
+
+
+def _is_binary(tok: str, prev: str | None) -> bool:
+    """Is `tok` a binary operator (after a number, ')' or '%'), not a sign?"""
+    return tok in _BINARY and prev is not None and (prev[0].isdigit() or prev[0] == "." or prev in (")", "%"))
+
+
+def _norm_op(tok: str) -> str:
+    return "*" if tok in _MUL else "/" if tok in _DIV else tok
+
+
+def _binary_ops(tokens: list[str]) -> list[str]:
+    """The binary operators of an expression, normalised to + - * / ^."""
+    return [_norm_op(tok) for prev, tok in zip([None, *tokens], tokens, strict=False) if _is_binary(tok, prev)]
+
+
+def show_expr(expr: str) -> str:
+    """An expression with spaced binary operators: "80000*1.5" -> "80000 * 1.5"."""
+    tokens = _tokens(expr)
+    pairs = zip([None, *tokens], tokens, strict=False)
+    out = [f" {_norm_op(tok)} " if _is_binary(tok, prev) else tok for prev, tok in pairs]
+    return "".join(out).strip() or expr.strip()
+
+
+def classify(step: RefStep) -> str | None:
+    """The step's operation: add, sub, mul, div, pct, multi (several kinds of operators), or None."""
+    if not step.expr:
+        return None
+    if re.search(r"/\s*100(?!\d)", step.expr) or "%" in step.text:
+        return "pct"
+    ops = set(_binary_ops(_tokens(step.expr)))
+    if len(ops) == 1:
+        return {"+": "add", "-": "sub", "*": "mul", "/": "div"}.get(ops.pop(), "multi")
+    return "multi" if ops else None
+
+
+def _consistent(step: RefStep) -> Fraction | None:
+    """The step's value if its expression evaluates to it, else None."""
+    v = _value(step)
+    try:
+        return v if step.expr and v is not None and evaluate(step.expr) == v else None
+    except ArithError:
+        return None
+
+
+def step_text(step: RefStep) -> str:
+    """The reference step's text with its arithmetic written as "expr = value" (appended if the text lacks it)."""
+    text = step.text.strip()
+    if not step.expr or step.value is None:
+        return text
+    v = _value(step)
+    for eq in find_equations(text):
+        if v is not None and v in (eq.rhs_value, eq.lhs_value):
+            return text
+    equation = f"{show_expr(step.expr)} = {step.value}"
+    return f"{text} ({equation})" if text else equation
+
+
+def key_for(step: RefStep) -> str | None:
+    """A short explanation of a tricky step, generated from its expression; None for a plain + or -."""
+    kind = classify(step)
+    if kind in (None, "add", "sub") or step.value is None:
+        return None
+    shown, v = show_expr(step.expr or ""), step.value
+    nums = [t for t in _tokens(step.expr or "") if t[0].isdigit() or t[0] == "."]
+    exact = _consistent(step) is not None
+    if kind == "div" and len(nums) == 2:
+        check = f" Check by multiplying back: {v} * {nums[1]} = {nums[0]}." if exact else ""
+        return f"Divide {nums[0]} into {nums[1]} equal parts: {shown} = {v}.{check}"
+    if kind == "mul" and len(nums) == 2:
+        check = f" Check: {v} / {nums[1]} = {nums[0]}." if exact and parse_number(nums[1]) else ""
+        return f"Multiply the two quantities {nums[0]} and {nums[1]}: {shown} = {v}.{check}"
+    if kind == "pct":
+        m = re.fullmatch(rf"\s*({_NUM})\s*\*\s*({_NUM})\s*/\s*100\s*", step.expr or "")
+        if m:
+            return (
+                f"{m.group(2)}% means {m.group(2)} out of every 100, so multiply {m.group(1)} by {m.group(2)} "
+                f"and divide by 100: {shown} = {v}."
+            )
+        return f"A percentage is a part out of 100; write it as a fraction of 100 before computing: {shown} = {v}."
+    if kind in ("mul", "div"):
+        return f"Multiply and divide from left to right: {shown} = {v}."
+    return (
+        f"This step combines several operations: do multiplication and division before addition and "
+        f"subtraction, from left to right: {shown} = {v}."
+    )
+
+
+def generalized_for(steps: list[RefStep]) -> str:
+    """A strategy summary from the operation sequence of the reference steps."""
+    verbs: list[str] = []
+    for step in steps:
+        kind = classify(step)
+        if kind is not None and (not verbs or verbs[-1] != _VERBS[kind]):
+            verbs.append(_VERBS[kind])
+    plan = (verbs[0] + "".join(f", then {v}" for v in verbs[1:])) if verbs else "compute step by step"
+    return (
+        f"Identify the given quantities; {plan}, each step using the result of the one before; "
+        f"check each intermediate result before using it, and the last result answers the question."
+    )
+
+
+def _partials(expr: str) -> set[Fraction]:
+    """Partial results of an expression a correct solution may write on the way: left-to-right prefixes and
+    each run of * and / ("16-3-4" gives 13; "4+3*12" gives 36)."""
+    toks = _tokens(expr)
+    out: set[Fraction] = set()
+    pieces = ["".join(toks[:i]) for i in range(3, len(toks) + 1)]  # at least "a op b"
+    runs, cur = [], []
+    for tok in toks:
+        if tok in ("+", "-", "(", ")"):
+            if len(cur) > 1:
+                runs.append("".join(cur))
+            cur = []
+        else:
+            cur.append(tok)
+    if len(cur) > 1:
+        runs.append("".join(cur))
+    for piece in pieces + runs:
+        try:
+            out.add(evaluate(piece))
+        except ArithError:
+            continue
+    return out
+
+
+def _cut(body: str, eq: Equation) -> bool:
+    """Is this claim not a whole computation? Its left side is a plain number ("48 = 120% of x"), or a side
+    was cut off by words ("9 hours * 2/3 = 6" gives "2/3 = 6"; "27 - 9 = (6 * x)" gives "27 - 9 = 6")."""
+    if _PLAIN_NUMBER.fullmatch(eq.lhs):
+        return True
+    j = eq.start - 1
+    while j >= 0 and body[j] in " \t":
+        j -= 1
+    if j >= 0:
+        before = body[j]
+        if before in _OPERATORS or (before in "xX" and (j == 0 or not body[j - 1].isalpha())):
+            return True
+        lhs = eq.lhs.lstrip()
+        if lhs and lhs[0] in _OPERATORS and (before.isalnum() or before in ")%"):
+            return True
+    k = eq.end
+    while k < len(body) and body[k] in " \t":
+        k += 1
+    return k < len(body) and body[k] in _OPERATORS
+
+
+def _checked(body: str) -> list[Equation]:
+    """The step's equations whose left side is complete."""
+    return [e for e in find_equations(body) if not _cut(body, e)]
+
+
+def _decimals(written: str) -> int:
+    m = re.search(r"\.(\d+)", written)
+    return len(m.group(1)) if m else 0
+
+
+def _matches(x: Fraction, written: str, targets: set[Fraction]) -> bool:
+    """x equals a target, or rounds to one at the decimal places it was written with; a value written with
+    '%' may also match as x*100 or x/100."""
+    xs = [x, x * 100, x / 100] if "%" in written else [x]
+    if any(v in targets for v in xs):
+        return True
+    d = _decimals(written)
+    return d > 0 and any(abs(v - t) <= Fraction(1, 2 * 10**d) for v in xs for t in targets)
+
+
+def _result(body: str, eqs: list[Equation]) -> tuple[Fraction, str] | None:
+    """A step's result: the right side of its last equation, else its last number; None without numbers."""
+    for eq in reversed(eqs):
+        if eq.rhs_value is not None:
+            return eq.rhs_value, eq.rhs
+        first = _NUMBER.search(eq.rhs)  # "12 (15 minutes)": the number right after '='
+        if first is not None and (value := parse_number(first.group(0))) is not None:
+            return value, first.group(0)
+    last = None
+    for m in _NUMBER.finditer(body):
+        last = m
+    if last is None:
+        return None
+    value = parse_number(last.group(0))
+    return (value, last.group(0)) if value is not None else None
+
+
+def _answer_value(text: str | None) -> Fraction | None:
+    if not text:
+        return None
+    v = parse_number(text.replace("\\$", "$").strip().rstrip("."))
+    if v is not None:
+        return v
+    nums = numbers_in(text)
+    return nums[-1] if nums else None
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"[\s$]", "", text).lower()
+
+
+def _answer_ok(student: str | None, reference: str) -> bool:
+    ref = _answer_value(reference)
+    if ref is None:  # a non-numeric reference answer: compare the text
+        return student is not None and _norm(student) == _norm(reference)
+    got = _answer_value(student)
+    return got is not None and _matches(got, student or "", {ref})
+
+
+def checkable(problem: Problem) -> bool:
+    """Whether the reference teacher can work on this problem: reference steps, at least one with a value."""
+    return bool(problem.steps) and any(_value(s) is not None for s in problem.steps)
+
+
+def _not_checkable(problem: Problem) -> TeacherOutput:
+    return TeacherOutput(
+        text=None,
+        error=(
+            f"not_checkable: problem {problem.id} ({problem.source}) has no reference steps with values; "
+            "the rule-based reference teacher needs checkable steps (synthetic or GSM8K annotations)"
+        ),
+    )
+
+
+# ----------------------------------------------------------------------------------------------- checking
+
+
+@dataclass
+class _Known:
+    """What a correct step may use and produce. `derived`: values a computation may result in (reference
+    intermediate values, partial results of reference expressions, numbers the reference writes in unannotated
+    steps, percentages of given numbers as fractions). `usable`: numbers a step may use or restate: `derived`
+    plus the problem's numbers (digits and number words) and common unit constants."""
+
+    ref: list[tuple[RefStep, Fraction]]
+    derived: set[Fraction]
+    usable: set[Fraction]
+
+
+def _known(problem: Problem) -> _Known:
+    ref = [(s, v) for s in problem.steps if (v := _value(s)) is not None]
+    given = {abs(q) for q in numbers_in(problem.question)}
+    for word in re.findall(r"[a-z]+", problem.question.lower()):
+        given |= _WORD_NUMBERS.get(word, set())
+    derived = {v for _, v in ref} | {g / 100 for g in given}
+    usable = set(given) | _CONSTANTS
+    for s in problem.steps:
+        numbers = {abs(n) for n in numbers_in(s.text)}
+        usable |= numbers
+        if s.value is None:  # an unannotated step may compute values the reference never annotates
+            derived |= numbers
+        for e in find_equations(s.text):  # "1/2 * 1/2 = 1/4" written without an annotation
+            derived |= {abs(v) for v in (e.lhs_value, e.rhs_value) if v is not None}
+        if s.expr:
+            usable |= {abs(n) for n in numbers_in(s.expr)}
+            derived |= _partials(s.expr)
+    return _Known(ref, derived, usable | derived)
+
+
+def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -> Verdict:
+    """Check the student's steps in order against the reference; see the module docstring for the rules."""
+    known = _known(problem)
+    ref_values = {v for _, v in known.ref}
+    produced: set[Fraction] = set()
+
+    def correction() -> tuple[str, str]:
+        """The first reference step not yet produced, as text, and its equation."""
+        pending = [s for s, v in known.ref if v not in produced]
+        target = pending[0] if pending else known.ref[-1][0]
+        text = step_text(target)
+        if target is known.ref[-1][0]:
+            text += f" The answer is {problem.answer}."
+        equation = f"{show_expr(target.expr)} = {target.value}" if target.expr else f"{target.value}"
+        return text, equation
+
+    for i, body in enumerate(steps, 1):
+        eqs = _checked(body)
+        bad = next((e for e in eqs if e.ok is False), None)
+        if bad is not None and bad.lhs_value is not None:
+            text, _ = correction()
+            lhs = bad.lhs.strip()
+            cause = f"Step {i} computes {lhs} as {bad.rhs.strip()}, but {lhs} = {format_number(bad.lhs_value)}."
+            return Verdict(i, "arithmetic", cause, text)
+        result = _result(body, eqs)
+        if result is None:
+            continue
+        x, written = result
+        operands = [abs(n) for e in eqs for n in numbers_in(e.lhs)]
+        unknown = next((n for n in operands if n not in known.usable), None)
+        # a computation must produce a derived value; a plain statement may restate any usable number
+        if unknown is None and _matches(abs(x), written, known.derived if eqs else known.usable):
+            produced |= {v for v in ref_values if _matches(abs(x), written, {v})}
+            produced |= {e.rhs_value for e in eqs if e.rhs_value in ref_values}
+            continue
+        text, equation = correction()
+        if unknown is not None:
+            cause = (
+                f"Step {i} uses {format_number(unknown)}, which is neither a quantity from the problem nor a "
+                f"correct earlier result, so its result {written.strip()} is wrong; the step should find {equation}."
+            )
+        else:
+            cause = (
+                f"The result {written.strip()} in step {i} is not a correct intermediate quantity; "
+                f"the step should find {equation}."
+            )
+        return Verdict(i, "value", cause, text)
+    if _answer_ok(answer, problem.answer):
+        return Verdict(None, None)
+    text, _ = correction()
+    shown = answer.strip() if answer and answer.strip() else "missing"
+    cause = f"The steps do not reach the correct final answer: the answer {shown} should be {problem.answer}."
+    return Verdict(max(len(steps), 1), "final_answer", cause, text)
+
+
+# ----------------------------------------------------------------------------------------------- teacher
+
+
+class ReferenceTeacher(Teacher):
+    """Rule-based teacher for problems with checkable reference steps (see the module docstring).
+
+    `mark_text=True` (default) makes the text it writes say that it is rule-based: every <Cause> starts with
+    "Rule-based check: " and every <Generalized> ends with a note. Set it False to keep training text free of
+    the label (describe() and usage() always say so)."""
+
+    name = "reference (rule-based)"
+    rule_based = True
+
+    def __init__(self, mark_text: bool = True) -> None:
+        self.mark_text = mark_text
+        self._templates = 0
+        self._corrections = 0
+        self._not_checkable = 0
+
+    def describe(self) -> dict:
+        return {**super().describe(), "note": RULE_BASED_NOTE, "mark_text": self.mark_text}
+
+    def usage(self) -> dict:
+        return {
+            "requests_sent": 0,
+            "cache_hits": 0,
+            "prompt_tokens": 0,
+            "completion_tokens": 0,
+            "cost_usd": 0.0,
+            "rule_based": True,
+            "templates": self._templates,
+            "corrections": self._corrections,
+            "not_checkable": self._not_checkable,
+        }
+
+    def template(self, problem: Problem) -> TeacherOutput:
+        """One hierarchical solution rendered from the reference steps."""
+        if not checkable(problem):
+            self._not_checkable += 1
+            return _not_checkable(problem)
+        texts = [step_text(s) for s in problem.steps]
+        keys = {i: k for i, s in enumerate(problem.steps, 1) if (k := key_for(s)) is not None}
+        generalized = generalized_for(problem.steps) + (TEMPLATE_SUFFIX if self.mark_text else "")
+        self._templates += 1
+        return TeacherOutput(text=render_solution(texts, problem.answer, generalized, keys))
+
+    def templates(self, problems: list[Problem]) -> list[TeacherOutput]:
+        return [self.template(p) for p in problems]
+
+    def correction(self, request: CorrectionRequest) -> TeacherOutput:
+        """One correction trace: the student's first wrong step with a cause and the reference correction."""
+        problem = request.problem
+        if not checkable(problem):
+            self._not_checkable += 1
+            return _not_checkable(problem)
+        raw = request.student_solution if isinstance(request.student_solution, str) else ""
+        parsed = parse(raw)
+        steps = list(request.steps) or step_texts(parsed)
+        if not steps:  # tag-less output: one step per non-empty line
+            steps = [line.strip() for line in raw.splitlines() if line.strip()]
+        steps = [_TAGLIKE.sub(" ", s).strip() for s in steps]
+        answer = parsed.answer
+        if answer is None:
+            nums = _NUMBER.findall(raw if raw.strip() else "\n".join(steps))
+            answer = nums[-1] if nums else None
+        verdict = locate_first_error(problem, steps, answer)
+        shown = steps or ["(no steps)"]
+        if verdict.index is None:
+            text = render_correction(shown, None, None, None, problem.answer)
+        else:
+            cause = (CAUSE_PREFIX if self.mark_text else "") + (verdict.cause or "")
+            text = render_correction(shown, verdict.index, cause, verdict.correction or "", problem.answer)
+        self._corrections += 1
+        return TeacherOutput(text=text)
+
+    def corrections(
+        self, requests: list[CorrectionRequest], *, mode: CorrectionMode = "single_pass"
+    ) -> list[TeacherOutput]:
+        """Same result for both modes (the rule-based check is already step by step)."""
+        if mode not in ("single_pass", "stepwise"):
+            raise ValueError(f"unknown correction mode {mode!r}; use 'single_pass' or 'stepwise'")
+        return [self.correction(r) for r in requests]
