@@ -1,0 +1,138 @@
+"""The `supercorrect` command: `run` for a whole pipeline, one subcommand per stage, and a few tools.
+
+Errors the user can fix (config, data, paths) print one line and exit with code 2; `--debug` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from .errors import UserError
+
+EPILOG = """examples:
+  supercorrect run configs/demo.yaml                 # every stage of the config, skipping finished ones
+  supercorrect templates configs/demo.yaml           # one stage alone (reads the previous stage's artifact)
+  supercorrect evaluate configs/demo.yaml --model hsft
+  supercorrect run configs/demo.yaml --set hsft.epochs=1 --set name=quick
+  supercorrect check-grader --data ../shared/data    # rule-based grader against real reference answers
+
+A run writes everything under runs/<name>/<stage>/ with a manifest.json per stage; see README.md."""
+
+
+def _overrides(pairs: list[str]) -> dict:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise UserError(f"--set {p!r}: expected KEY=VALUE, e.g. --set hsft.epochs=2")
+        k, v = p.split("=", 1)
+        out[k] = yaml.safe_load(v)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .pipeline import STAGES
+
+    parser = argparse.ArgumentParser(
+        prog="supercorrect",
+        description="SuperCorrect end to end: hierarchical thought-template SFT (stage 1) and cross-model "
+        "collaborative DPO (stage 2) for small math LLMs.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("config", help="run config (YAML), e.g. configs/demo.yaml")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+        p.add_argument("--force", action="store_true", help="redo the stage even if it is up to date")
+        return p
+
+    p = with_config(sub.add_parser("run", help="run all stages of a config in order (resumes a killed run)"))
+    p.add_argument("--stages", help="comma-separated subset of stages to run, in order")
+    for name, d in STAGES.items():
+        if name.startswith("eval-"):
+            continue
+        with_config(sub.add_parser(name, help=d.help))
+    p = with_config(sub.add_parser("evaluate", help="evaluate a model of the run (base, hsft, ...)"))
+    p.add_argument("--model", default="base", help="base | hsft | cross-dpo | cot-sft | instance-dpo")
+    p.add_argument("--prompt", choices=["ht", "cot"], help="prompt (default: the config's evaluate.prompt)")
+    p = sub.add_parser("check-grader", help="verify reference answers of GSM8K / MATH-500 with the grader")
+    p.add_argument("--data", default="../shared/data", help="folder holding gsm8k/ and math500/")
+    p = sub.add_parser("prepare-model", help="convert the embedded default model once and print its folder")
+    p.add_argument("name", nargs="?", default="smollm2-135m")
+    sub.add_parser("stages", help="list the stages")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _dispatch(args)
+    except UserError as e:
+        if args.debug:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .io import run_lock
+    from .pipeline import STAGES, run_pipeline, run_stage
+
+    if args.command == "stages":
+        for name, d in STAGES.items():
+            print(f"{name:20s} {d.help}")
+        return 0
+    if args.command == "prepare-model":
+        from .models import resolve_model
+
+        print(resolve_model(args.name))
+        return 0
+    if args.command == "check-grader":
+        from pathlib import Path
+
+        from .grading import check_reference_answers
+
+        data = Path(args.data)
+        for name, rel in (("gsm8k", "gsm8k/test.jsonl"), ("math500", "math500/test.jsonl")):
+            if not (data / rel).exists():
+                raise UserError(f"{data / rel}: file not found (pass --data DIR)")
+            r = check_reference_answers(name, data / rel)
+            print(f"{name}: {r['verified']}/{r['rows']} verified ({100 * r['rate']:.2f}%)")
+            for f in r["failures"]:
+                print(f"  failure: {f}")
+        return 0
+
+    cfg = load_config(args.config, _overrides(args.set))
+    if args.command == "run":
+        only = [s.strip() for s in args.stages.split(",")] if args.stages else None
+        if only:
+            bad = [s for s in only if s not in STAGES]
+            if bad:
+                raise UserError(f"--stages: unknown stage {bad[0]!r} (known: {', '.join(STAGES)})")
+        run_pipeline(cfg, only=only, force=only if args.force else None)
+        return 0
+    lock = run_lock(cfg.run_dir)
+    try:
+        if args.command == "evaluate":
+            from .stages import evaluate
+
+            evaluate.run(cfg, args.model, args.prompt)
+        else:
+            run_stage(cfg, args.command, force=args.force)
+    finally:
+        lock.release()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

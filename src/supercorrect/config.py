@@ -1,0 +1,194 @@
+"""The run config: one YAML file for a whole run, validated up front.
+
+Every section is a pydantic model with `extra="forbid"`, so a misspelt key or a wrong type is a one-line error
+naming the file and the key. `load_config(path)` is the only entry point; stages receive the validated object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import UserError
+from .io import sha256_json
+from .problems import DataSpec
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class StudentConfig(Section):
+    model: str = "smollm2-135m"  # "smollm2-135m" (embedded), a hub id, or a local path
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+
+
+class TeacherConfig(Section):
+    kind: Literal["reference", "openai", "local"] = "reference"
+    model: str | None = None  # API model name (openai) or model id/path (local)
+    base_url: str | None = None  # any OpenAI-compatible endpoint; None = api.openai.com
+    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the environment variable holding the key
+    max_concurrency: int = Field(8, ge=1)
+    max_retries: int = Field(6, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(2048, ge=1)
+    price_in_per_1m: float | None = None  # USD per million prompt tokens, for the cost estimate
+    price_out_per_1m: float | None = None
+    cache_dir: str | None = None  # default: <run_dir>/teacher_cache
+
+
+class GenerationConfig(Section):
+    backend: Literal["transformers", "vllm"] = "transformers"
+    batch_size: int = Field(32, ge=1)
+    max_new_tokens: int = Field(320, ge=1)
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    vllm_gpu_memory_utilization: float = Field(0.2, gt=0, le=1)
+
+
+class LoraConfig(Section):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | str = "all-linear"
+
+
+class TrainConfig(Section):
+    epochs: float = Field(4.0, gt=0)
+    learning_rate: float = Field(2e-5, gt=0)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(0.02, ge=0, le=1)
+    batch_size: int = Field(8, ge=1)  # per device
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(1024, ge=16)
+    weight_decay: float = Field(0.0, ge=0)
+    lora: LoraConfig | None = None
+    logging_steps: int = Field(5, ge=1)
+    save_steps: int | None = Field(None, ge=1)  # checkpoint every N steps (resume point); None = end only
+    bf16: bool = False
+
+
+class TemplatesConfig(Section):
+    data: str = "train"  # which entry of `data` to transform
+
+
+class EvalConfig(Section):
+    sets: list[str] = Field(default_factory=lambda: ["test"])  # entries of `data` to evaluate on
+    prompt: Literal["ht", "cot"] = "ht"
+    cot_baseline: bool = False  # also evaluate the base model with the plain CoT prompt
+    samples: int = Field(0, ge=0)  # k sampled solutions per problem (0 = greedy only)
+    self_correction: bool = False  # give each model the correction prompt on its own greedy solution
+    error_location: bool = False  # on wrong solutions: does its correction point at the teacher's step k?
+    temperature: float = Field(0.7, ge=0)
+    max_new_tokens: int | None = None  # default: generation.max_new_tokens
+
+
+class SampleConfig(Section):
+    data: str = "train"  # which entry of `data` the HSFT student samples on
+    k: int = Field(4, ge=1)  # solutions per problem
+    temperature: float = Field(0.8, ge=0)
+    max_new_tokens: int | None = None  # default: generation.max_new_tokens
+    max_wrong_per_problem: int = Field(2, ge=1)  # distinct wrong solutions kept per problem
+
+
+class CorrectConfig(Section):
+    mode: Literal["single_pass", "stepwise"] = "single_pass"  # paper's one pass, or ELAD's CLAER step by step
+    inspector_rounds: int = Field(0, ge=0, le=3)  # re-ask the teacher when its trace's answer is wrong
+    student_max_new_tokens: int = Field(160, ge=1)  # the student's own analysis of step k
+
+
+class DPOConfig(Section):
+    beta: float = Field(0.4, gt=0)
+    learning_rate: float = Field(1e-6, gt=0)
+    epochs: float = Field(8.0, gt=0)
+    batch_size: int = Field(4, ge=1)  # per device; global = batch_size * grad_accum * processes
+    grad_accum: int = Field(1, ge=1)
+    lr_scheduler: str = "cosine"
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    max_length: int = Field(1024, ge=16)
+    lora: LoraConfig | None = None
+    logging_steps: int = Field(1, ge=1)
+    save_steps: int | None = Field(None, ge=1)
+    loss_type: str = "sigmoid"
+    precompute_ref_log_probs: bool = False
+    bf16: bool = False
+
+
+class RunConfig(Section):
+    name: str
+    seed: int = 0
+    run_root: str = "runs"  # the run folder is <run_root>/<name>
+    stages: list[str] | None = None  # default: the stage-1 pipeline, see pipeline.DEFAULT_STAGES
+    student: StudentConfig = StudentConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    generation: GenerationConfig = GenerationConfig()
+    data: dict[str, DataSpec]  # named problem sets, e.g. train / test / gsm8k_test
+    templates: TemplatesConfig = TemplatesConfig()
+    hsft: TrainConfig = TrainConfig()
+    evaluate: EvalConfig = EvalConfig()
+    sample: SampleConfig = SampleConfig()
+    correct: CorrectConfig = CorrectConfig()
+    cross_dpo: DPOConfig = DPOConfig()
+
+    # Where the config file lives: relative data paths resolve against it. Not part of the YAML.
+    base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or any(c in v for c in "/\\") or v in {".", ".."}:
+            raise ValueError("must be a plain folder name (no slashes)")
+        return v
+
+    @property
+    def run_dir(self) -> Path:
+        root = Path(self.run_root)
+        return (root if root.is_absolute() else Path.cwd() / root) / self.name
+
+    def section_hash(self, *names: str) -> str:
+        """Hash of the config sections a stage depends on: a stage is redone only when these change."""
+        dump = self.model_dump(mode="json")
+        return sha256_json({n: dump.get(n) for n in names})[:16]
+
+
+def _format_error(path: Path, err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif "input" in e and not isinstance(e["input"], dict | list):
+        msg = f"{msg} (got {e['input']!r})"
+    more = f" (+{len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{path}: {loc}: {msg}{more}"
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"{path}{where}: invalid YAML ({problem})") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: expected a mapping of config keys at the top level")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise UserError(_format_error(path, e)) from None
+    cfg.base_dir = path.resolve().parent
+    return cfg

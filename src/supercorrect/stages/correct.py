@@ -1,0 +1,117 @@
+"""Stage `correct`: the teacher finds each wrong solution's first wrong step k and corrects it; the student
+writes its own analysis and correction of the same step.
+
+Teacher: the grounded correction prompt (LLM teachers; the paper's single pass, or ELAD's CLAER step-by-step
+verification with `correct.mode: stepwise`) or the rule-based reference teacher. Optional inspector: a trace
+whose final answer does not verify is sent back, at most `correct.inspector_rounds` rounds.
+Student: the plain correction prompt (no reference solution), its turn pre-filled with its own steps 1..k-1
+marked correct and the opening `<Stepk>` tag, so what it writes is its analysis of step k (stops at `</Stepk>`).
+Writes `corrections.jsonl`, one row per wrong solution.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from .. import prompts, xmlformat
+from ..config import RunConfig
+from ..generation import SamplingSettings, generate_resumable, make_backend
+from ..grading import Grader
+from ..io import read_jsonl, write_jsonl
+from ..models import chat_prompt
+from ..problems import load_problems
+from ..teachers import CorrectionRequest, make_teacher
+from ..teachers.llm import format_steps
+from . import Stage
+from .evaluate import model_path
+
+
+def stage(cfg: RunConfig) -> Stage:
+    return Stage(cfg, "correct", sections=("teacher", "correct", "generation"), inputs=("sample",))
+
+
+def student_turn(tokenizer, question: str, steps: list[str], k: int) -> str:
+    """The student's prompt for its own analysis of step k: plain correction prompt, turn pre-filled."""
+    head = chat_prompt(tokenizer, prompts.render("correction_plain", problem=question, steps=format_steps(steps)))
+    checked = xmlformat.render_correction(steps[: k - 1], None, None, None, "").split("<Answer>")[0]
+    return head + checked + f"<Step{k}>\n"
+
+
+def run(cfg: RunConfig) -> dict:
+    st = stage(cfg)
+    st.upstream("sample")
+    wrong = read_jsonl(cfg.run_dir / "sample" / "wrong.jsonl")
+    st.start()
+    problems = {p.id: p for p in load_problems(cfg.data[cfg.sample.data], cfg.base_dir)}
+    requests = []
+    for w in wrong:
+        parsed = xmlformat.parse(w["text"])
+        requests.append(CorrectionRequest(problems[w["id"]], w["text"], xmlformat.step_texts(parsed)))
+
+    teacher = make_teacher(cfg, cfg.run_dir)
+    traces = teacher.corrections(requests, mode=cfg.correct.mode)
+    rounds = [0] * len(traces)
+    with Grader() as grader:
+
+        def check(problem, text: str | None) -> str | None:
+            if text is None:
+                return "no trace"
+            g = grader.grade(text, problem.answer)
+            return None if g.correct else f"final answer {g.predicted!r} ({g.reason}), reference {problem.answer!r}"
+
+        if cfg.correct.inspector_rounds and hasattr(teacher, "inspect"):
+            traces, rounds = teacher.inspect(
+                [r.problem for r in requests], traces, check, rounds=cfg.correct.inspector_rounds
+            )
+        verdicts = [check(r.problem, t.text) for r, t in zip(requests, traces, strict=True)]
+
+    rows, reasons = [], Counter()
+    for w, req, t, why, n_rounds in zip(wrong, requests, traces, verdicts, rounds, strict=True):
+        k = xmlformat.parse(t.text).first_error if t.text else None
+        if t.text is None:
+            reasons["teacher_failed"] += 1
+        elif k is None:
+            reasons["teacher_found_no_error"] += 1
+        elif k > len(req.steps):
+            reasons["step_out_of_range"] += 1
+            k = None
+        rows.append(
+            {
+                "key": w["key"], "id": w["id"], "student_solution": w["text"], "student_steps": req.steps,
+                "teacher_trace": t.text, "teacher_error": t.error, "k": k,
+                "teacher_answer_correct": why is None, "teacher_check": why, "inspector_rounds": n_rounds,
+            }
+        )
+
+    # The student's own analysis of step k, batched and resumable.
+    todo = [r for r in rows if r["k"] is not None]
+    if todo:
+        backend = make_backend(
+            cfg.generation.backend, model_path(cfg, "hsft"), cfg.student.dtype, cfg.generation.batch_size,
+            cfg.generation.vllm_gpu_memory_utilization,
+        )
+        try:
+            items = [
+                (r["key"], student_turn(backend.tokenizer, problems[r["id"]].question, r["student_steps"], r["k"]))
+                for r in todo
+            ]
+            settings = SamplingSettings(max_new_tokens=cfg.correct.student_max_new_tokens, stop=("</Step",))
+            gens, _ = generate_resumable(backend, items, settings, st.dir / "student.shard.jsonl", desc="student")
+        finally:
+            backend.close()
+        for r in todo:
+            text = gens[r["key"]][0]["text"]
+            r["student_step_k"] = f"<Step{r['k']}>\n" + text.split("</Step")[0].rstrip() + f"\n</Step{r['k']}>"
+
+    write_jsonl(st.dir / "corrections.jsonl", rows)
+    counts = {
+        "wrong_solutions": len(rows),
+        "located": len(todo),
+        "teacher_answer_correct": sum(r["teacher_answer_correct"] for r in rows),
+        "not_located_by_reason": dict(reasons),
+        "inspector_resent": sum(1 for n in rounds if n),
+        "mode": cfg.correct.mode,
+    }
+    print(f"[correct] located {len(todo)}/{len(rows)}; teacher answer right {counts['teacher_answer_correct']}")
+    return st.finish(counts, teacher=teacher.describe(), teacher_usage=teacher.usage())
+

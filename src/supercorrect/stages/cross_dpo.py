@@ -1,0 +1,41 @@
+"""Stage `cross-dpo`: DPO on the Cross-DPO pairs, reference model = the HSFT student.
+
+The pairs continue an unfinished assistant turn and end after one step, so they are tokenised by
+`trainers.dpo.tokenize_pair` (prompt continued, no EOS) and not by TRL's chat-template handling.
+"""
+
+from __future__ import annotations
+
+from ..config import DPOConfig, RunConfig
+from ..errors import UserError
+from ..io import read_jsonl
+from ..trainers.dpo import CrossDPOConfig, LoraSettings, train_cross_dpo
+from . import Stage
+from .evaluate import model_path
+
+
+def dpo_settings(c: DPOConfig, seed: int) -> CrossDPOConfig:
+    fields = c.model_dump(exclude={"lora"})
+    lora = LoraSettings(**c.lora.model_dump()) if c.lora else None
+    return CrossDPOConfig(**fields, lora=lora, seed=seed)
+
+
+def train_stage(cfg: RunConfig, st: Stage, pairs_file, start_model: str) -> dict:
+    pairs = read_jsonl(pairs_file)
+    if not pairs:
+        raise UserError(f"{pairs_file}: no preference pairs; nothing to train on")
+    st.start()
+    metrics = train_cross_dpo(start_model, pairs, str(st.dir / "model"), dpo_settings(cfg.cross_dpo, cfg.seed))
+    metrics.pop("log_history", None)
+    print(f"[{st.name}] {metrics['steps']} steps, loss {metrics['first_loss']} -> {metrics['last_loss']}")
+    return st.finish({"pairs": len(pairs), "steps": metrics["steps"]}, metrics=metrics)
+
+
+def stage(cfg: RunConfig) -> Stage:
+    return Stage(cfg, "cross-dpo", sections=("cross_dpo",), inputs=("hsft", "pairs"))
+
+
+def run(cfg: RunConfig) -> dict:
+    st = stage(cfg)
+    st.upstream("pairs")
+    return train_stage(cfg, st, cfg.run_dir / "pairs" / "pairs.jsonl", model_path(cfg, "hsft"))

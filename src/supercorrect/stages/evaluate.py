@@ -1,0 +1,185 @@
+"""Stage `eval-<model>`: accuracy of a model on the evaluation sets, with the HT prompt (or the CoT baseline).
+
+Greedy decoding always; with `evaluate.samples: k` also k sampled solutions per problem (sampled accuracy, maj@k,
+unbiased pass@k, and stability: the spread of accuracy across sampling rounds). Writes, per evaluation set,
+`<set>/samples.jsonl` (one graded row per sample) and `<set>/summary.json`, and `summary.json` for all sets.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from .. import prompts, xmlformat
+from ..config import RunConfig
+from ..errors import UserError
+from ..generation import SamplingSettings, generate_resumable, make_backend
+from ..grading import Grader
+from ..io import write_json, write_jsonl
+from ..metrics import mean, summarize
+from ..models import chat_prompt, resolve_model
+from ..problems import load_problems
+from ..teachers import CorrectionRequest, make_teacher
+from ..teachers.llm import format_steps
+from . import Stage
+
+TRAINED = ("hsft", "cross-dpo", "cot-sft", "instance-dpo")
+STOP = {"ht": ("</Answer>",), "cot": ()}
+
+
+def model_path(cfg: RunConfig, tag: str) -> str:
+    """`base` is the configured student; any other tag is the model a training stage wrote."""
+    if tag == "base":
+        return resolve_model(cfg.student.model)
+    path = cfg.run_dir / tag / "model"
+    if not (path / "config.json").exists():
+        raise UserError(f"no model from stage {tag!r} at {path}: run `supercorrect {tag}` first")
+    return str(path)
+
+
+def self_correction(cfg, st, set_name, backend, grader, problems, greedy, max_new) -> dict:
+    """The model gets the plain correction prompt on its own greedy solution (paper's self-correction test).
+
+    Returns accuracy before and after and their difference; with `evaluate.error_location`, also, on the wrong
+    solutions that the teacher can locate, how often the model's trace flags the teacher's step k and how often
+    it then also reaches the right answer.
+    """
+    by_id = {p.id: p for p in problems}
+    steps = {r["id"]: xmlformat.step_texts(xmlformat.parse(r["text"])) for r in greedy}
+    items = [
+        (
+            r["id"],
+            chat_prompt(
+                backend.tokenizer,
+                prompts.render("correction_plain", problem=by_id[r["id"]].question,
+                               steps=format_steps(steps[r["id"]], r["text"])),
+            ),
+        )
+        for r in greedy
+    ]
+    settings = SamplingSettings(max_new_tokens=max_new, stop=("</Answer>",), seed=cfg.seed)
+    gens, _ = generate_resumable(backend, items, settings, st.dir / set_name / "selfcorrect.shard.jsonl",
+                                 desc=f"{st.name} {set_name} self-correction")
+    traces = {k: v[0]["text"] for k, v in gens.items()}
+    grades = grader.grade_many([(traces[r["id"]], r["answer"]) for r in greedy])
+    rows = [
+        {"id": r["id"], "before": r["correct"], "after": g.correct, "trace": traces[r["id"]],
+         "model_step": xmlformat.parse(traces[r["id"]]).first_error}
+        for r, g in zip(greedy, grades, strict=True)
+    ]
+    out = {
+        "accuracy_before": mean(r["before"] for r in rows),
+        "accuracy_after": mean(r["after"] for r in rows),
+        "wrong_to_right": sum(1 for r in rows if r["after"] and not r["before"]),
+        "right_to_wrong": sum(1 for r in rows if r["before"] and not r["after"]),
+    }
+    out["delta"] = out["accuracy_after"] - out["accuracy_before"]
+    if cfg.evaluate.error_location:
+        wrong = [r for r in rows if not r["before"]]
+        teacher = make_teacher(cfg, cfg.run_dir)
+        texts = {g["id"]: g["text"] for g in greedy}
+        req = [CorrectionRequest(by_id[r["id"]], texts[r["id"]], steps[r["id"]]) for r in wrong]
+        located = teacher.corrections(req) if req else []
+        judged = 0
+        for r, t in zip(wrong, located, strict=True):
+            r["teacher_step"] = xmlformat.parse(t.text).first_error if t.text else None
+            if r["teacher_step"] is not None:
+                judged += 1
+        hits = [r for r in wrong if r.get("teacher_step") is not None and r["model_step"] == r["teacher_step"]]
+        out["error_location"] = {
+            "wrong_solutions": len(wrong),
+            "teacher_located": judged,
+            "model_located_same_step": len(hits),
+            "located_rate": len(hits) / judged if judged else None,
+            "located_and_corrected": sum(1 for r in hits if r["after"]),
+            "corrected_rate": sum(1 for r in hits if r["after"]) / judged if judged else None,
+        }
+    write_jsonl(st.dir / set_name / "selfcorrect.jsonl", rows)
+    return out
+
+
+def stage(cfg: RunConfig, tag: str, prompt: str | None = None) -> Stage:
+    prompt = prompt or ("cot" if tag == "cot-sft" else cfg.evaluate.prompt)
+    name = f"eval-{tag}" + ("-cot" if prompt == "cot" and tag != "cot-sft" else "")
+    specs = {s: cfg.data[s].model_dump() for s in cfg.evaluate.sets if s in cfg.data}
+    return Stage(
+        cfg,
+        name,
+        sections=("evaluate", "generation"),
+        inputs=(tag,) if tag != "base" else (),
+        extra={"prompt": prompt, "data": specs, "model": cfg.student.model if tag == "base" else tag},
+    )
+
+
+def run(cfg: RunConfig, tag: str = "base", prompt: str | None = None) -> dict:
+    st = stage(cfg, tag, prompt)
+    prompt = st.extra["prompt"]
+    for s in cfg.evaluate.sets:
+        if s not in cfg.data:
+            raise UserError(f"evaluate.sets: no data set named {s!r} (have: {', '.join(cfg.data)})")
+    path = model_path(cfg, tag)
+    st.start()
+    backend = make_backend(
+        cfg.generation.backend, path, cfg.student.dtype, cfg.generation.batch_size,
+        cfg.generation.vllm_gpu_memory_utilization,
+    )
+    max_new = cfg.evaluate.max_new_tokens or cfg.generation.max_new_tokens
+    summaries: dict[str, dict] = {}
+    tokens = 0
+    try:
+        with Grader() as grader:
+            for set_name in cfg.evaluate.sets:
+                spec = cfg.data[set_name]
+                if spec.optional and not spec.available(cfg.base_dir):
+                    print(f"[{st.name}] notice: skipping {set_name!r}: {spec.path} is not there", file=sys.stderr)
+                    summaries[set_name] = {"skipped": f"{spec.path} not found"}
+                    continue
+                problems = load_problems(spec, cfg.base_dir)
+                texts = [chat_prompt(backend.tokenizer, prompts.render(prompt, problem=p.question)) for p in problems]
+                items = [(p.id, t) for p, t in zip(problems, texts, strict=True)]
+                runs = [("greedy", SamplingSettings(max_new_tokens=max_new, stop=STOP[prompt], seed=cfg.seed))]
+                if cfg.evaluate.samples:
+                    runs.append(
+                        (
+                            "sampled",
+                            SamplingSettings(
+                                n=cfg.evaluate.samples,
+                                temperature=cfg.evaluate.temperature,
+                                top_p=cfg.generation.top_p,
+                                max_new_tokens=max_new,
+                                stop=STOP[prompt],
+                                seed=cfg.seed + 1,
+                            ),
+                        )
+                    )
+                rows = []
+                for kind, settings in runs:
+                    gens, stats = generate_resumable(
+                        backend, items, settings, st.dir / set_name / f"{kind}.shard.jsonl",
+                        desc=f"{st.name} {set_name} {kind}",
+                    )
+                    tokens += stats["new_tokens"]
+                    for p in problems:
+                        for i, c in enumerate(gens[p.id]):
+                            rows.append(
+                                {
+                                    "id": p.id, "greedy": kind == "greedy", "sample": i, "text": c["text"],
+                                    "n_tokens": c["n_tokens"], "finish": c["finish"], "answer": p.answer,
+                                    "level": p.level, "subject": p.subject, "source": p.source,
+                                }
+                            )
+                grades = grader.grade_many([(r["text"], r["answer"]) for r in rows], desc=f"grade {set_name}")
+                for r, g in zip(rows, grades, strict=True):
+                    r.update(correct=g.correct, reason=g.reason, predicted=g.predicted, extracted_from=g.source)
+                write_jsonl(st.dir / set_name / "samples.jsonl", rows)
+                summaries[set_name] = summarize(rows, ks=(1, 2, 4, 8))
+                if cfg.evaluate.self_correction or cfg.evaluate.error_location:
+                    summaries[set_name]["self_correction"] = self_correction(
+                        cfg, st, set_name, backend, grader, problems, [r for r in rows if r["greedy"]], max_new
+                    )
+                write_json(st.dir / set_name / "summary.json", summaries[set_name])
+                acc = summaries[set_name].get("greedy_accuracy", 0.0)
+                print(f"[{st.name}] {set_name}: greedy accuracy {acc:.3f} on {len(problems)} problems", flush=True)
+    finally:
+        backend.close()
+    write_json(st.dir / "summary.json", summaries)
+    return st.finish({"sets": len(summaries), "new_tokens": tokens}, model=tag, prompt=prompt, summary=summaries)

@@ -1,0 +1,58 @@
+"""Stage `hsft`: supervised fine-tuning of the student on (HT prompt + problem) -> hierarchical solution.
+
+Reads `templates/hsft.jsonl`, trains with TRL's SFTTrainer (loss on the completion only; full or LoRA), and
+writes `hsft/model/` with a model card stating the data, the config and the training figures.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..config import RunConfig
+from ..errors import UserError
+from ..io import atomic_write_text, read_jsonl
+from ..models import resolve_model
+from ..trainers.sft import train_sft
+from . import Stage
+
+
+def stage(cfg: RunConfig) -> Stage:
+    return Stage(cfg, "hsft", sections=("student", "hsft"), inputs=("templates",))
+
+
+def model_card(title: str, base: str, data_desc: str, train_cfg: dict, metrics: dict) -> str:
+    shown = {k: v for k, v in metrics.items() if k != "loss_curve"}
+    return (
+        f"---\nlibrary_name: transformers\nbase_model: {base}\ntags: [supercorrect, math, trl]\n---\n\n"
+        f"# {title}\n\nFine-tuned with supercorrect from `{base}`.\n\n"
+        f"## Data\n{data_desc}\n\n"
+        f"## Training config\n```json\n{json.dumps(train_cfg, indent=2)}\n```\n\n"
+        f"## Training figures\n```json\n{json.dumps(shown, indent=2)}\n```\n\n"
+        "Evaluation scores are added by the `evaluate` stage in the run's report (`report/report.md`).\n"
+    )
+
+
+def run(cfg: RunConfig) -> dict:
+    st = stage(cfg)
+    st.upstream("templates")
+    rows = read_jsonl(cfg.run_dir / "templates" / "hsft.jsonl")
+    if not rows:
+        raise UserError(f"{cfg.run_dir / 'templates' / 'hsft.jsonl'}: no templates were kept; nothing to train on")
+    st.start()
+    base = resolve_model(cfg.student.model)
+    metrics = train_sft(base, rows, st.dir, cfg.hsft, seed=cfg.seed, dtype=cfg.student.dtype)
+    card = model_card(
+        f"{cfg.name}: HSFT student",
+        cfg.student.model,
+        f"{len(rows)} hierarchical thought templates from `{cfg.run_dir / 'templates' / 'hsft.jsonl'}` "
+        f"(teacher: {cfg.teacher.kind}{' ' + cfg.teacher.model if cfg.teacher.model else ''}).",
+        cfg.hsft.model_dump(mode="json"),
+        metrics,
+    )
+    atomic_write_text(st.dir / "model" / "README.md", card)
+    print(
+        f"[hsft] {metrics['steps']} steps, loss {metrics['first_loss']} -> {metrics['last_loss']}, "
+        f"{metrics['tokens_per_second']} tokens/s",
+        flush=True,
+    )
+    return st.finish({"examples": len(rows), "steps": metrics["steps"]}, metrics=metrics)
