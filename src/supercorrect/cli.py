@@ -28,7 +28,10 @@ def _overrides(pairs: list[str]) -> dict:
         if "=" not in p:
             raise UserError(f"--set {p!r}: expected KEY=VALUE, e.g. --set hsft.epochs=2")
         k, v = p.split("=", 1)
-        out[k] = yaml.safe_load(v)
+        try:
+            out[k] = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            raise UserError(f"--set {p!r}: the value is not valid YAML ({getattr(e, 'problem', None) or e})") from None
     return out
 
 

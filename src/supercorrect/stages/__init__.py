@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..errors import UserError
-from ..io import read_json, sha256_json, write_json
+from ..io import atomic_write_text, read_json, sha256_json, write_json
 
 
 def versions() -> dict[str, str]:
@@ -83,7 +83,7 @@ class Stage:
         if self.dir.exists() and (not marker.exists() or marker.read_text().strip() != fp):
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        marker.write_text(fp + "\n")
+        atomic_write_text(marker, fp + "\n")
         self.manifest_path.unlink(missing_ok=True)
         self.t0 = time.time()
         print(f"[{self.name}] -> {self.dir}", file=sys.stderr, flush=True)

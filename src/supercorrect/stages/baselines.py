@@ -12,7 +12,7 @@ from .. import prompts
 from ..config import RunConfig
 from ..errors import UserError
 from ..io import read_jsonl, write_jsonl
-from ..models import chat_prompt, load_tokenizer, resolve_model
+from ..models import chat_prompt, load_tokenizer
 from ..problems import load_problems
 from ..schema import Problem
 from ..trainers.sft import train_sft
@@ -40,10 +40,11 @@ def run_cot_sft(cfg: RunConfig) -> dict:
     problems = [p for p in load_problems(cfg.data[cfg.templates.data], cfg.base_dir) if p.id in kept]
     if not problems:
         raise UserError("cot-sft: no problems (the templates stage kept none)")
+    base = model_path(cfg, "base")
     st.start()
     rows = [{"prompt": prompts.render("cot", problem=p.question), "completion": cot_solution(p)} for p in problems]
     write_jsonl(st.dir / "cot_sft.jsonl", rows)
-    metrics = train_sft(resolve_model(cfg.student.model), rows, st.dir, cfg.hsft, seed=cfg.seed, dtype=cfg.student.dtype)
+    metrics = train_sft(base, rows, st.dir, cfg.hsft, seed=cfg.seed, dtype=cfg.student.dtype)
     return st.finish({"examples": len(rows), "steps": metrics["steps"]}, metrics=metrics)
 
 

@@ -6,7 +6,10 @@ verification with `correct.mode: stepwise`) or the rule-based reference teacher.
 whose final answer does not verify is sent back, at most `correct.inspector_rounds` rounds.
 Student: the plain correction prompt (no reference solution), its turn pre-filled with its own steps 1..k-1
 marked correct and the opening `<Stepk>` tag, so what it writes is its analysis of step k (stops at `</Stepk>`).
-Writes `corrections.jsonl`, one row per wrong solution.
+Writes `corrections.jsonl`, one row per wrong solution (`teacher_error` says why a teacher request failed),
+and the manifest with how the teacher requests ended (`counts.teacher`, failures by kind). Only then may
+`teacher_check.enforce` stop the stage (spend cap, too few answers): answers are cached, student work is in
+its shard, so a re-run resumes.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from ..models import chat_prompt
 from ..problems import load_problems
 from ..teachers import CorrectionRequest, make_teacher
 from ..teachers.llm import format_steps
-from . import Stage
+from . import Stage, teacher_check
 from .evaluate import model_path
 
 
@@ -41,7 +44,6 @@ def run(cfg: RunConfig) -> dict:
     st = stage(cfg)
     st.upstream("sample")
     wrong = read_jsonl(cfg.run_dir / "sample" / "wrong.jsonl")
-    st.start()
     problems = {p.id: p for p in load_problems(cfg.data[cfg.sample.data], cfg.base_dir)}
     requests = []
     for w in wrong:
@@ -49,6 +51,7 @@ def run(cfg: RunConfig) -> dict:
         requests.append(CorrectionRequest(problems[w["id"]], w["text"], xmlformat.step_texts(parsed)))
 
     teacher = make_teacher(cfg, cfg.run_dir)
+    st.start()
     traces = teacher.corrections(requests, mode=cfg.correct.mode)
     rounds = [0] * len(traces)
     with Grader() as grader:
@@ -104,6 +107,7 @@ def run(cfg: RunConfig) -> dict:
             r["student_step_k"] = f"<Step{r['k']}>\n" + text.split("</Step")[0].rstrip() + f"\n</Step{r['k']}>"
 
     write_jsonl(st.dir / "corrections.jsonl", rows)
+    asked = teacher_check.tally(traces)
     counts = {
         "wrong_solutions": len(rows),
         "located": len(todo),
@@ -111,7 +115,9 @@ def run(cfg: RunConfig) -> dict:
         "not_located_by_reason": dict(reasons),
         "inspector_resent": sum(1 for n in rounds if n),
         "mode": cfg.correct.mode,
+        "teacher": asked.to_dict(),
     }
     print(f"[correct] located {len(todo)}/{len(rows)}; teacher answer right {counts['teacher_answer_correct']}")
+    teacher_check.enforce(cfg, "correct", asked, st.dir / "corrections.jsonl")
     return st.finish(counts, teacher=teacher.describe(), teacher_usage=teacher.usage())
 

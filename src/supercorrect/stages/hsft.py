@@ -11,9 +11,9 @@ import json
 from ..config import RunConfig
 from ..errors import UserError
 from ..io import atomic_write_text, read_jsonl
-from ..models import resolve_model
 from ..trainers.sft import train_sft
 from . import Stage
+from .evaluate import model_path
 
 
 def stage(cfg: RunConfig) -> Stage:
@@ -38,8 +38,8 @@ def run(cfg: RunConfig) -> dict:
     rows = read_jsonl(cfg.run_dir / "templates" / "hsft.jsonl")
     if not rows:
         raise UserError(f"{cfg.run_dir / 'templates' / 'hsft.jsonl'}: no templates were kept; nothing to train on")
+    base = model_path(cfg, "base")  # a missing student model is reported before the stage folder is touched
     st.start()
-    base = resolve_model(cfg.student.model)
     metrics = train_sft(base, rows, st.dir, cfg.hsft, seed=cfg.seed, dtype=cfg.student.dtype)
     card = model_card(
         f"{cfg.name}: HSFT student",

@@ -40,7 +40,10 @@ def run(cfg: RunConfig) -> dict:
             reasons["teacher_answer_wrong"] += 1
             continue
         head = chat_prompt(tok, prompts.render("ht", problem=problems[r["id"]].question))
-        pair, why = build_pair(r["key"], head, r["student_solution"], r["teacher_trace"], r["student_step_k"])
+        pair, why = build_pair(
+            r["key"], head, r["student_solution"], r["teacher_trace"], r["student_step_k"],
+            special_tokens=[t for t in tok.all_special_tokens if t],
+        )  # fmt: skip
         if pair is None:
             reasons[why] += 1
             continue

@@ -2,7 +2,9 @@
 
 Keeps a template only if it parses (steps and an <Answer>) and its answer verifies against the reference answer;
 every dropped item is written with its reason. Output: `hsft.jsonl` (prompt, completion, ids) and
-`dropped.jsonl`, plus the manifest with kept / dropped-by-reason counts and the teacher's usage.
+`dropped.jsonl`, plus the manifest with kept / dropped-by-reason counts, how the teacher requests ended
+(`counts.teacher`, failures by kind), the data rows skipped (`skip_bad_rows`) and the teacher's usage.
+The outputs are written before `teacher_check.enforce` may stop the stage (spend cap, too few answers).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from .. import prompts, xmlformat
 from ..config import RunConfig
 from ..grading import Grader
 from ..io import write_jsonl
-from ..problems import load_problems
+from ..problems import load_problems_with_report
 from ..teachers import make_teacher
-from . import Stage
+from . import Stage, teacher_check
 
 
 def stage(cfg: RunConfig) -> Stage:
@@ -31,21 +33,24 @@ def run(cfg: RunConfig) -> dict:
     st = stage(cfg)
     if cfg.templates.data not in cfg.data:
         raise UserError(f"templates.data: no data set named {cfg.templates.data!r} (have: {', '.join(cfg.data)})")
-    st.start()
-    problems = load_problems(cfg.data[cfg.templates.data], cfg.base_dir)
+    try:
+        problems, load_report = load_problems_with_report(cfg.data[cfg.templates.data], cfg.base_dir)
+    except UserError as e:
+        raise UserError(f"data.{cfg.templates.data}: {e}") from None
     teacher = make_teacher(cfg, cfg.run_dir)
+    st.start()
     outputs = teacher.templates(problems)
 
     kept, dropped, reasons = [], [], Counter()
 
-    def drop(p, reason: str, detail: str | None, text: str | None) -> None:
+    def drop(p, reason: str, detail: str | None, text: str | None, **more: str) -> None:
         reasons[reason] += 1
-        dropped.append({"id": p.id, "reason": reason, "detail": detail, "text": text})
+        dropped.append({"id": p.id, "reason": reason, "detail": detail, "text": text, **more})
 
     candidates = []
     for p, out in zip(problems, outputs, strict=True):
         if out.text is None:
-            drop(p, "teacher_failed", out.error, None)
+            drop(p, "teacher_failed", out.error, None, teacher_error_kind=teacher_check.failure_kind(out.error))
             continue
         parsed = xmlformat.parse(out.text)
         if not parsed.steps:
@@ -73,6 +78,15 @@ def run(cfg: RunConfig) -> dict:
 
     write_jsonl(st.dir / "hsft.jsonl", kept)
     write_jsonl(st.dir / "dropped.jsonl", dropped)
-    counts = {"problems": len(problems), "kept": len(kept), "dropped": len(dropped), "dropped_by_reason": dict(reasons)}
+    asked = teacher_check.tally(outputs)
+    counts = {
+        "problems": len(problems), "kept": len(kept), "dropped": len(dropped), "dropped_by_reason": dict(reasons),
+        "teacher": asked.to_dict(), "skipped_rows": load_report.n_skipped,
+    }  # fmt: skip
     print(f"[templates] kept {len(kept)}/{len(problems)}; dropped {dict(reasons)}", flush=True)
-    return st.finish(counts, teacher=teacher.describe(), teacher_usage=teacher.usage())
+    teacher_check.enforce(cfg, "templates", asked, st.dir / "dropped.jsonl")
+    return st.finish(
+        counts, teacher=teacher.describe(), teacher_usage=teacher.usage(),
+        data={"location": load_report.location, "rows_read": load_report.rows_read,
+              "skipped": [{"line": line, "reason": why} for line, why in load_report.skipped[:100]]},
+    )  # fmt: skip

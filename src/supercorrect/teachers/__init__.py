@@ -8,6 +8,8 @@ from .base import CorrectionMode, CorrectionRequest, Teacher, TeacherOutput
 
 __all__ = ["CorrectionMode", "CorrectionRequest", "Teacher", "TeacherOutput", "make_teacher"]
 
+SPEND_LEDGER = "teacher_spend.jsonl"  # in the run folder: the tokens the API teacher spent, all invocations
+
 
 def make_teacher(cfg, run_dir: Path) -> Teacher:
     """Build the teacher named by the run config's `teacher` section."""
@@ -36,6 +38,11 @@ def make_teacher(cfg, run_dir: Path) -> Teacher:
             max_tokens=t.max_tokens,
             price_in_per_1m=t.price_in_per_1m,
             price_out_per_1m=t.price_out_per_1m,
+            backoff_base_s=t.backoff_base_s,
+            backoff_max_s=t.backoff_max_s,
+            max_spend_usd=t.max_spend_usd,
+            max_total_tokens=t.max_total_tokens,
+            spend_ledger=run_dir / SPEND_LEDGER,
         )
         return LLMTeacher.from_openai(chat)
     # a local Hugging Face model
@@ -43,7 +50,10 @@ def make_teacher(cfg, run_dir: Path) -> Teacher:
     from ..models import resolve_model
     from .local import LocalChat
 
-    path = resolve_model(t.model)
+    try:
+        path = resolve_model(t.model)
+    except UserError as e:
+        raise UserError(f"teacher.model: {e}") from None
     backend = make_backend(cfg.generation.backend, path, cfg.student.dtype, cfg.generation.batch_size)
     chat = LocalChat(backend, backend.tokenizer, t.max_tokens)
     return LLMTeacher(chat.chat_many, name=f"local:{t.model}", usage=chat.usage)

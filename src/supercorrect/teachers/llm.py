@@ -163,9 +163,8 @@ class LLMTeacher(Teacher):
                 _add(spent[i], reply)
                 req = requests[i]
                 if not (reply.text and reply.text.strip()):
-                    outs[i] = _with_tokens(
-                        spent[i], None, f"step {step + 1}: {reply.error or 'empty: no text'}"
-                    )
+                    kind, _, reason = (reply.error or "empty: no text").partition(": ")
+                    outs[i] = _with_tokens(spent[i], None, f"{kind}: step {step + 1}: {reason}")
                     continue
                 verdict, cause, correction = parse_step_verdict(reply.text)
                 if verdict == "no":

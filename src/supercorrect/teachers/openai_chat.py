@@ -9,6 +9,7 @@ set to `"<kind>: <reason>"`, with kind one of
   honouring the server's Retry-After / retry-after-ms header, up to `max_retries` retries;
 - `client_error` (any other 4xx, or a Retry-After longer than `backoff_max_s`): fails at once;
 - `empty` (a completion with no text): fails at once, not cached, so a re-run asks again;
+- `budget` (sending the request could exceed `max_spend_usd` or `max_total_tokens`): not sent, not cached;
 - `length` (the completion hit `max_tokens`): NOT a failure of the request. The truncated text is returned
   and cached (the same request would be truncated the same way; raising `max_tokens` changes the cache key)
   and `error` notes the truncation, so callers can parse what there is and know it is incomplete.
@@ -18,6 +19,12 @@ by the model name, the messages and the generation parameters. The key never inc
 base URL: the model name is the identity of the model, so give different local models different names.
 Lookups happen before anything is sent, so a re-run of finished work sends zero requests. Identical
 conversations within one batch are sent once.
+
+Spend caps: `max_total_tokens` (prompt + completion) and `max_spend_usd` (needs both prices) bound what the
+server reports in `usage`. A request is sent only if its worst case (every byte of the messages a token, plus
+`max_tokens`) fits under each cap together with the requests already in flight, so the caps are never
+exceeded. With `spend_ledger` (a JSONL file; the run's stages pass `<run_dir>/teacher_spend.jsonl`) every
+response's tokens are appended there and the caps cover all earlier invocations too; cached answers are free.
 
 Secrets: the API key is read from the environment variable named by `api_key_env`. It is held in memory only,
 never written to the cache, never logged, and scrubbed from every error message.
@@ -45,12 +52,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import UserError
-from ..io import sha256_json, write_json
+from ..io import iter_jsonl_tolerant, sha256_json, write_json
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 RETRYABLE = frozenset({"rate_limit", "server_error", "timeout", "connection", "bad_response"})
+FAILURE_KINDS = ("rate_limit", "server_error", "timeout", "connection", "bad_response", "client_error", "empty",
+                 "budget")  # fmt: skip
 _KEY_RE = re.compile(r"^[0-9a-f]{64}$")
 _SECRET_RE = re.compile(r"\b(sk-|Bearer\s+)[A-Za-z0-9_\-*.]{3,}")
 
@@ -82,6 +91,9 @@ class Usage:
     completion_tokens: int = 0
     failures: dict[str, int] = field(default_factory=dict)  # final failures by kind (length included)
     cost_usd: float | None = None  # None unless both prices are given
+    # With a spend ledger: tokens and cost over every invocation that used it, this one included.
+    cumulative_tokens: int | None = None
+    cumulative_cost_usd: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,6 +127,58 @@ class ChatCache:
 
     def put(self, key: str, record: Mapping[str, Any]) -> None:
         write_json(self.path(key), dict(record))
+
+
+class SpendLedger:
+    """Append-only record of the tokens a teacher spent, one JSON line per response, kept across invocations."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+
+    def totals(self) -> tuple[int, int]:
+        """(prompt tokens, completion tokens) recorded so far; a torn or bad line is skipped."""
+        prompt = completion = 0
+        for row in iter_jsonl_tolerant(self.path):
+            try:
+                prompt += int(row.get("prompt_tokens") or 0)
+                completion += int(row.get("completion_tokens") or 0)
+            except (TypeError, ValueError):
+                continue
+        return prompt, completion
+
+    def add(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        row = {"model": model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+               "t": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+class _Budget:
+    """In-flight worst cases of one batch: a request waits while its worst case fits only once the requests in
+    flight have reported what they really cost, and is refused when it cannot fit at all."""
+
+    def __init__(self, chat: OpenAIChat):
+        self.chat = chat
+        self.cond = asyncio.Condition()
+        self.reserved = (0, 0)  # (prompt, completion) tokens reserved by requests in flight
+
+    async def acquire(self, worst: tuple[int, int]) -> str | None:
+        """Reserve `worst`; returns None when reserved, else why the request does not fit under a cap."""
+        async with self.cond:
+            while True:
+                why = self.chat._over_cap(worst, self.reserved)
+                if why is None:
+                    self.reserved = (self.reserved[0] + worst[0], self.reserved[1] + worst[1])
+                    return None
+                if self.reserved == (0, 0):
+                    return why
+                await self.cond.wait()
+
+    async def release(self, worst: tuple[int, int]) -> None:
+        async with self.cond:
+            self.reserved = (self.reserved[0] - worst[0], self.reserved[1] - worst[1])
+            self.cond.notify_all()
 
 
 class _Secret:
@@ -214,12 +278,17 @@ class OpenAIChat:
         price_out_per_1m: float | None = None,
         backoff_base_s: float = 1.0,
         backoff_max_s: float = 60.0,
+        max_spend_usd: float | None = None,
+        max_total_tokens: int | None = None,
+        spend_ledger: str | os.PathLike[str] | None = None,
         progress: bool = True,
     ):
         if max_concurrency < 1:
             raise UserError(f"max_concurrency must be >= 1, got {max_concurrency}")
         if max_retries < 0:
             raise UserError(f"max_retries must be >= 0, got {max_retries}")
+        if max_spend_usd is not None and (price_in_per_1m is None or price_out_per_1m is None):
+            raise UserError("max_spend_usd needs price_in_per_1m and price_out_per_1m")
         self.model = model
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
         self.api_key_env = api_key_env
@@ -233,9 +302,15 @@ class OpenAIChat:
         self.price_out_per_1m = price_out_per_1m
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
+        self.max_spend_usd = max_spend_usd
+        self.max_total_tokens = max_total_tokens
+        self.ledger = SpendLedger(spend_ledger) if spend_ledger is not None else None
+        self._before = self.ledger.totals() if self.ledger else (0, 0)  # spent by earlier invocations
         self.progress = progress
         self.usage = Usage()
         self._lock = threading.Lock()
+        if self.ledger:
+            self._count()  # fill the cumulative figures
         self._api_key = _Secret(self._resolve_key())
 
     def _resolve_key(self) -> str:
@@ -305,10 +380,11 @@ class OpenAIChat:
                     timeout=self.timeout_s,
                 )
                 sem = asyncio.Semaphore(self.max_concurrency)
+                budget = _Budget(self)
 
                 async def one(key: str, indices: list[int]) -> None:
                     async with sem:  # backoff sleeps hold the slot: a rate-limited server sees fewer requests
-                        res = await self._complete(client, conversations[indices[0]], key)
+                        res = await self._complete(client, conversations[indices[0]], key, budget)
                     results[indices[0]] = res
                     for j in indices[1:]:
                         results[j] = ChatResult(**{**asdict(res), "cached": True})
@@ -326,13 +402,14 @@ class OpenAIChat:
 
     # ---- one conversation --------------------------------------------------------------------------------
 
-    async def _complete(self, client: Any, messages: list[dict[str, Any]], key: str) -> ChatResult:
+    async def _complete(
+        self, client: Any, messages: list[dict[str, Any]], key: str, budget: _Budget | None = None
+    ) -> ChatResult:
         """Send with retries; cache and return the result. Never raises (except cancellation)."""
         attempt = 0
         while True:
-            self._count(requests_sent=1)
             try:
-                result = await self._send_once(client, messages)
+                result = await self._attempt(client, messages, budget)
             except _Failed as f:
                 if f.kind in RETRYABLE and attempt < self.max_retries:
                     delay = self._delay(attempt, f.retry_after)
@@ -351,7 +428,6 @@ class OpenAIChat:
                 return self._fail(
                     "client_error", f"unexpected {type(e).__name__}: {self._redact(_short(str(e)))}"
                 )
-            self._count(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
             if result.text is None:
                 return self._fail(
                     "empty", f"no text in the completion (finish_reason={result.finish_reason})"
@@ -364,6 +440,56 @@ class OpenAIChat:
                 result.error = _length_error(self.max_tokens)
                 self._count(failure="length")
             return result
+
+    async def _attempt(self, client: Any, messages: list[dict[str, Any]], budget: _Budget | None) -> ChatResult:
+        """One HTTP request, within the spend caps; its tokens are counted before its reservation is freed."""
+        worst = (_worst_prompt_tokens(messages), self.max_tokens)
+        capped = budget is not None and self._capped
+        if capped:
+            assert budget is not None
+            why = await budget.acquire(worst)
+            if why is not None:
+                raise _Failed("budget", f"not sent: {why}")
+        try:
+            self._count(requests_sent=1)
+            result = await self._send_once(client, messages)
+            self._count(prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens)
+            if self.ledger is not None and (result.prompt_tokens or result.completion_tokens):
+                try:
+                    self.ledger.add(self.model, result.prompt_tokens, result.completion_tokens)
+                except OSError as e:
+                    log.warning("could not append to the teacher spend ledger: %s", e)
+            return result
+        finally:
+            if capped:
+                assert budget is not None
+                await budget.release(worst)
+
+    @property
+    def _capped(self) -> bool:
+        return self.max_spend_usd is not None or self.max_total_tokens is not None
+
+    def _over_cap(self, worst: tuple[int, int], reserved: tuple[int, int]) -> str | None:
+        """Why sending a request of worst case `worst` could break a cap, given what is spent and in flight."""
+        with self._lock:
+            spent = (self._before[0] + self.usage.prompt_tokens, self._before[1] + self.usage.completion_tokens)
+        upto = (spent[0] + reserved[0] + worst[0], spent[1] + reserved[1] + worst[1])
+        if self.max_total_tokens is not None and sum(upto) > self.max_total_tokens:
+            return (
+                f"max_total_tokens={self.max_total_tokens} reached ({sum(spent)} tokens spent, "
+                f"this request could take up to {sum(worst)})"
+            )
+        if self.max_spend_usd is not None and (self._cost(*upto) or 0.0) > self.max_spend_usd:
+            return (
+                f"max_spend_usd={self.max_spend_usd:g} reached ({self._cost(*spent) or 0.0:.4f} USD spent, "
+                f"this request could cost up to {self._cost(*worst) or 0.0:.4f})"
+            )
+        return None
+
+    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        if self.price_in_per_1m is None or self.price_out_per_1m is None:
+            return None
+        return (prompt_tokens * self.price_in_per_1m + completion_tokens * self.price_out_per_1m) / 1e6
 
     def _delay(self, attempt: int, retry_after: float | None) -> float | None:
         """Seconds before retry number `attempt + 1`; None when the server asks for more than backoff_max_s."""
@@ -422,10 +548,11 @@ class OpenAIChat:
             u.completion_tokens += completion_tokens
             if failure:
                 u.failures[failure] = u.failures.get(failure, 0) + 1
-            if self.price_in_per_1m is not None and self.price_out_per_1m is not None:
-                u.cost_usd = (
-                    u.prompt_tokens * self.price_in_per_1m + u.completion_tokens * self.price_out_per_1m
-                ) / 1e6
+            u.cost_usd = self._cost(u.prompt_tokens, u.completion_tokens)
+            if self.ledger is not None:
+                total = (self._before[0] + u.prompt_tokens, self._before[1] + u.completion_tokens)
+                u.cumulative_tokens = sum(total)
+                u.cumulative_cost_usd = self._cost(*total)
 
     def _redact(self, text: str) -> str:
         key = self._api_key.reveal()
@@ -466,6 +593,16 @@ def _status_kind(status: int) -> str:
     if status >= 500:
         return "server_error"
     return "client_error"
+
+
+def _worst_prompt_tokens(messages: list[dict[str, Any]]) -> int:
+    """An upper bound on the prompt tokens of `messages`: every token is at least one byte, plus the chat
+    format's few tokens per message."""
+    size = 0
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else m
+        size += len((content if isinstance(content, str) else json.dumps(content, default=str)).encode()) + 8
+    return size + 8
 
 
 def _length_error(max_tokens: int) -> str:
