@@ -29,7 +29,7 @@ def make_config(tmp_path: Path, model: Path, stages: list[str], **extra) -> Path
         "hsft": {"epochs": 1, "batch_size": 4, "max_length": 384, "learning_rate": 1e-3, "logging_steps": 1},
         "sample": {"k": 2, "max_new_tokens": 24},
         "cross_dpo": {"epochs": 1, "batch_size": 2, "max_length": 512},
-        "evaluate": {"sets": ["test"], "samples": 2, "self_correction": True, "error_location": True},
+        "evaluate": {"sets": ["test"], "samples": 2, "self_correction": ["hsft"], "error_location": True},
         "stages": stages,
         **extra,
     }

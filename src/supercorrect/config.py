@@ -7,10 +7,10 @@ naming the file and the key. `load_config(path)` is the only entry point; stages
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError
 from .io import sha256_json
@@ -39,6 +39,27 @@ class TeacherConfig(Section):
     price_in_per_1m: float | None = None  # USD per million prompt tokens, for the cost estimate
     price_out_per_1m: float | None = None
     cache_dir: str | None = None  # default: <run_dir>/teacher_cache
+    backoff_base_s: float = Field(1.0, gt=0)  # first retry waits up to this; doubles per retry
+    backoff_max_s: float = Field(60.0, gt=0)  # longest wait between retries (a longer Retry-After fails the item)
+    # A stage that calls the teacher fails (exit 2, after writing its partial outputs) when fewer of its
+    # requests than this share are answered; answered ones are cached, so a re-run sends only the rest.
+    min_success_rate: float = Field(0.9, ge=0, le=1)
+    # Spend caps on everything this run's teacher has sent (all stages, all invocations; cached answers are
+    # free). A request is sent only if its worst case fits; when one does not, the stage stops with exit 2.
+    max_spend_usd: float | None = Field(None, gt=0)  # needs price_in_per_1m and price_out_per_1m
+    max_total_tokens: int | None = Field(None, ge=1)  # prompt + completion tokens
+
+    # How hard and how long to try, not what is asked: changing these never redoes a finished stage.
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset(
+        {"api_key_env", "max_concurrency", "max_retries", "timeout_s", "price_in_per_1m", "price_out_per_1m",
+         "backoff_base_s", "backoff_max_s", "min_success_rate", "max_spend_usd", "max_total_tokens"}
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _priced_cap(self) -> TeacherConfig:
+        if self.max_spend_usd is not None and (self.price_in_per_1m is None or self.price_out_per_1m is None):
+            raise ValueError("max_spend_usd needs price_in_per_1m and price_out_per_1m (USD per million tokens)")
+        return self
 
 
 class GenerationConfig(Section):
@@ -81,8 +102,9 @@ class EvalConfig(Section):
     prompt: Literal["ht", "cot"] = "ht"
     cot_baseline: bool = False  # also evaluate the base model with the plain CoT prompt
     samples: int = Field(0, ge=0)  # k sampled solutions per problem (0 = greedy only)
-    self_correction: bool = False  # give each model the correction prompt on its own greedy solution
-    error_location: bool = False  # on wrong solutions: does its correction point at the teacher's step k?
+    # Models (base, hsft, cross-dpo, ...) that also get the correction prompt on their own greedy solutions.
+    self_correction: list[str] = Field(default_factory=list)
+    error_location: bool = False  # with self-correction: does its trace point at the teacher's step k?
     temperature: float = Field(0.7, ge=0)
     max_new_tokens: int | None = None  # default: generation.max_new_tokens
 
@@ -116,6 +138,7 @@ class DPOConfig(Section):
     loss_type: str = "sigmoid"
     precompute_ref_log_probs: bool = False
     bf16: bool = False
+    shared_prefix: bool = True  # one [prompt | chosen | rejected] sequence per pair; false: TRL's 2 rows
 
 
 class RunConfig(Section):
@@ -152,6 +175,8 @@ class RunConfig(Section):
     def section_hash(self, *names: str) -> str:
         """Hash of the config sections a stage depends on: a stage is redone only when these change."""
         dump = self.model_dump(mode="json")
+        if isinstance(dump.get("teacher"), dict):
+            dump["teacher"] = {k: v for k, v in dump["teacher"].items() if k not in TeacherConfig.OPERATIONAL}
         return sha256_json({n: dump.get(n) for n in names})[:16]
 
 
@@ -172,7 +197,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     if not path.exists():
         raise UserError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read the config ({e.strerror or type(e).__name__})") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
@@ -183,8 +214,11 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")
-        for p in parents:
+        for i, p in enumerate(parents):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                where = ".".join(parents[: i + 1])
+                raise UserError(f"--set {dotted}={value!r}: {where!r} is not a mapping in {path}")
         node[leaf] = value
     try:
         cfg = RunConfig.model_validate(raw)

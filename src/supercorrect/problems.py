@@ -120,7 +120,9 @@ def load_problems_with_report(spec: DataSpec, base_dir: Path | None = None) -> t
 
 
 def _resolve(path: str, base_dir: Path | None) -> Path:
-    p = Path(os.path.expanduser(path))
+    """`~` and environment variables expand (e.g. `$SUPERCORRECT_DATA/gsm8k/test.jsonl`); a relative path is
+    taken against `base_dir` (the config file's folder)."""
+    p = Path(os.path.expanduser(os.path.expandvars(path)))
     if not p.is_absolute() and base_dir is not None:
         p = Path(base_dir) / p
     return p

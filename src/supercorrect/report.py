@@ -42,11 +42,15 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _ordered(evals: dict[str, dict]) -> list[str]:
+    return sorted(evals, key=lambda t: (MODEL_ORDER.index(t) if t in MODEL_ORDER else 99, t))
+
+
 def accuracy_table(evals: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
     sets = sorted({s for v in evals.values() for s in v})
     header = ["model", *[f"{s} (greedy %)" for s in sets]]
     rows = []
-    for tag in sorted(evals, key=lambda t: (MODEL_ORDER.index(t) if t in MODEL_ORDER else 99, t)):
+    for tag in _ordered(evals):
         cells = [LABELS.get(tag, tag)]
         for s in sets:
             summ = evals[tag].get(s, {})
@@ -74,7 +78,7 @@ def plot_accuracy(evals: dict[str, dict], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tags = sorted(evals, key=lambda t: (MODEL_ORDER.index(t) if t in MODEL_ORDER else 99, t))
+    tags = _ordered(evals)
     sets = sorted({s for v in evals.values() for s in v if "skipped" not in v[s]})
     if not tags or not sets:
         return False
@@ -89,6 +93,53 @@ def plot_accuracy(evals: dict[str, dict], path: Path) -> bool:
     ax.set_ylabel("greedy accuracy (%)")
     ax.set_title("Held-out accuracy per stage")
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def self_correction_table(evals: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    header = ["model", "set", "before %", "after %", "delta (points)", "wrong->right", "right->wrong",
+              "error located %", "located and corrected %"]
+    rows = []
+    for tag in _ordered(evals):
+        for s, summ in sorted(evals[tag].items()):
+            sc = summ.get("self_correction")
+            if not sc:
+                continue
+            loc = sc.get("error_location") or {}
+            rows.append([
+                LABELS.get(tag, tag), s, _pct(sc["accuracy_before"]), _pct(sc["accuracy_after"]),
+                f"{100 * sc['delta']:+.1f}", str(sc["wrong_to_right"]), str(sc["right_to_wrong"]),
+                f"{_pct(loc.get('located_rate'))} (of {loc.get('teacher_located', 0)})" if loc else "-",
+                _pct(loc.get("corrected_rate")) if loc else "-",
+            ])
+    return header, rows
+
+
+def plot_self_correction(evals: dict[str, dict], path: Path) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = [
+        (f"{LABELS.get(t, t)}\n{s}", 100 * summ["self_correction"]["delta"])
+        for t in _ordered(evals)
+        for s, summ in sorted(evals[t].items())
+        if summ.get("self_correction")
+    ]
+    if not points:
+        return False
+    fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(points), 3.4))
+    bars = ax.bar(range(len(points)), [v for _, v in points], color=["tab:green" if v >= 0 else "tab:red" for _, v in points])
+    ax.bar_label(bars, fmt="%+.1f", fontsize=7)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(points)))
+    ax.set_xticklabels([n for n, _ in points], fontsize=7)
+    ax.set_ylabel("accuracy after - before (points)")
+    ax.set_title("Self-correction")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -129,13 +180,29 @@ def run(cfg: RunConfig) -> dict:
     if tmpl.exists():
         man = read_json(tmpl)
         t = man.get("teacher", {})
-        teacher_note = f"Teacher: {t.get('name')}" + (" (rule-based, not an LLM)" if t.get("rule_based") else "")
+        teacher_note = f"Teacher: {t.get('name')}" + ("; it checks reference steps by rule, it is not an LLM" if t.get("rule_based") else "")
         parts.append(teacher_note + "\n")
         c = man["counts"]
         parts.append(f"Templates kept: {c['kept']}/{c['problems']} (dropped by reason: {c['dropped_by_reason']})\n")
     parts += ["## Held-out accuracy\n", markdown_table(header, rows), ""]
+    stage2 = []
+    for name in ("sample", "correct", "pairs"):
+        m = run_dir / name / "manifest.json"
+        if m.exists():
+            stage2.append(f"- `{name}`: " + ", ".join(f"{k}: {v}" for k, v in read_json(m)["counts"].items()))
+    if stage2:
+        parts += ["## Stage 2 data\n", *stage2, ""]
     if plot_accuracy(evals, run_dir / "report" / "accuracy.png"):
         parts.append("![accuracy per stage](accuracy.png)\n")
+    sh, sr = self_correction_table(evals)
+    if sr:
+        parts += ["## Self-correction and error location\n",
+                  "Each model gets the plain correction prompt on its own greedy solution; *delta* is accuracy "
+                  "after minus before. *Error located*: on its wrong solutions that the teacher could locate, how "
+                  "often the model's trace flags the teacher's step; *corrected*: and then reaches the right "
+                  "answer.\n", markdown_table(sh, sr), ""]
+        if plot_self_correction(evals, run_dir / "report" / "self_correction.png"):
+            parts.append("![self-correction](self_correction.png)\n")
     ch, cr = _stage_costs(run_dir)
     parts += ["## Time, tokens and teacher cost per stage\n", markdown_table(ch, cr), ""]
     details = {tag: {s: {k: v for k, v in summ.items() if k != "reasons"} for s, summ in sets.items()}

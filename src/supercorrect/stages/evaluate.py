@@ -29,7 +29,10 @@ STOP = {"ht": ("</Answer>",), "cot": ()}
 def model_path(cfg: RunConfig, tag: str) -> str:
     """`base` is the configured student; any other tag is the model a training stage wrote."""
     if tag == "base":
-        return resolve_model(cfg.student.model)
+        try:
+            return resolve_model(cfg.student.model)
+        except UserError as e:
+            raise UserError(f"student.model: {e}") from None
     path = cfg.run_dir / tag / "model"
     if not (path / "config.json").exists():
         raise UserError(f"no model from stage {tag!r} at {path}: run `supercorrect {tag}` first")
@@ -172,7 +175,7 @@ def run(cfg: RunConfig, tag: str = "base", prompt: str | None = None) -> dict:
                     r.update(correct=g.correct, reason=g.reason, predicted=g.predicted, extracted_from=g.source)
                 write_jsonl(st.dir / set_name / "samples.jsonl", rows)
                 summaries[set_name] = summarize(rows, ks=(1, 2, 4, 8))
-                if cfg.evaluate.self_correction or cfg.evaluate.error_location:
+                if tag in cfg.evaluate.self_correction:
                     summaries[set_name]["self_correction"] = self_correction(
                         cfg, st, set_name, backend, grader, problems, [r for r in rows if r["greedy"]], max_new
                     )
