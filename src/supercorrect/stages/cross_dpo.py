@@ -6,15 +6,21 @@ The pairs continue an unfinished assistant turn and end after one step, so they 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..config import DPOConfig, RunConfig
 from ..errors import UserError
 from ..io import read_jsonl
-from ..trainers.dpo import CrossDPOConfig, LoraSettings, train_cross_dpo
 from . import Stage
 from .evaluate import model_path
 
+if TYPE_CHECKING:  # the trainer imports torch, TRL and peft: loaded only when a stage trains
+    from ..trainers.dpo import CrossDPOConfig
+
 
 def dpo_settings(c: DPOConfig, seed: int) -> CrossDPOConfig:
+    from ..trainers.dpo import CrossDPOConfig, LoraSettings
+
     fields = c.model_dump(exclude={"lora"})
     lora = LoraSettings(**c.lora.model_dump()) if c.lora else None
     return CrossDPOConfig(**fields, lora=lora, seed=seed)
@@ -24,8 +30,13 @@ def train_stage(cfg: RunConfig, st: Stage, pairs_file, start_model: str) -> dict
     pairs = read_jsonl(pairs_file)
     if not pairs:
         raise UserError(f"{pairs_file}: no preference pairs; nothing to train on")
+    from ..trainers.dpo import train_cross_dpo
+
     st.start()
-    metrics = train_cross_dpo(start_model, pairs, str(st.dir / "model"), dpo_settings(cfg.cross_dpo, cfg.seed))
+    settings = dpo_settings(cfg.cross_dpo, cfg.seed)
+    # Outside the stage folder, which a config change clears: the cache is keyed by data and reference weights.
+    settings.ref_cache_dir = str(cfg.run_dir / "cache" / "ref_logps")
+    metrics = train_cross_dpo(start_model, pairs, str(st.dir / "model"), settings)
     metrics.pop("log_history", None)
     print(f"[{st.name}] {metrics['steps']} steps, loss {metrics['first_loss']} -> {metrics['last_loss']}")
     return st.finish({"pairs": len(pairs), "steps": metrics["steps"]}, metrics=metrics)

@@ -37,11 +37,11 @@ from typing import Any
 import torch
 from datasets import Dataset, load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
-from transformers.trainer_utils import get_last_checkpoint
 from trl import DPOConfig, DPOTrainer
 
 from ..errors import UserError
 from ..io import read_jsonl, write_json
+from .sft import last_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -102,12 +102,18 @@ class CrossDPOConfig:
     bf16: bool = False
     gradient_checkpointing: bool = False
     max_steps: int = -1  # > 0 overrides epochs (smoke runs)
+    # One [prompt | chosen | rejected] sequence per pair (trainers/shared_prefix.py); False: TRL's two sequences.
+    shared_prefix: bool = True
+    pack_length: int = 0  # shared_prefix: 0 = one pair per row, N = pack pairs into rows of at most N tokens
+    ref_cache_dir: str | None = None  # precomputed reference log-probs cache; None: <output_dir>/ref_logps
 
     def __post_init__(self) -> None:
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.max_length < 2:
             raise UserError(f"max_length must be >= 2, got {self.max_length}")
+        if self.pack_length < 0:
+            raise UserError(f"pack_length must be >= 0, got {self.pack_length}")
 
     def to_trl(self, output_dir: str) -> DPOConfig:
         return DPOConfig(
@@ -241,15 +247,20 @@ def build_trainer(
         ref_model = AutoModelForCausalLM.from_pretrained(ref_model_path, dtype=torch.float32)
     # ref_model=None: TRL reloads the starting model as the reference, or disables the LoRA adapter, or (with
     # precompute_ref_log_probs) scores the dataset with the starting model before the first step.
-    trainer = CrossDPOTrainer(
-        model=model,
-        ref_model=ref_model,
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=cfg.lora.to_peft() if cfg.lora else None,
-    )
-    return trainer, stats
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "ref_model": ref_model,
+        "args": args,
+        "train_dataset": dataset,
+        "processing_class": tokenizer,
+        "peft_config": cfg.lora.to_peft() if cfg.lora else None,
+    }
+    if not cfg.shared_prefix:
+        return CrossDPOTrainer(**kwargs), stats
+    from .shared_prefix import SharedPrefixDPOTrainer
+
+    ref_cache_dir = cfg.ref_cache_dir or os.path.join(output_dir, "ref_logps")
+    return SharedPrefixDPOTrainer(**kwargs, pack_length=cfg.pack_length, ref_cache_dir=ref_cache_dir), stats
 
 
 def _save_final_model(
@@ -290,7 +301,7 @@ def train_cross_dpo(
     `output_dir/cross_dpo_metrics.json`.
     """
     trainer, stats = build_trainer(model_path, pairs, output_dir, cfg, ref_model_path)
-    checkpoint = get_last_checkpoint(output_dir) if resume and os.path.isdir(output_dir) else None
+    checkpoint = last_checkpoint(output_dir) if resume else None
     if checkpoint:
         logger.info("resuming Cross-DPO from %s", checkpoint)
 
@@ -342,6 +353,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.add_argument(flag, type=f.type, default=f.default)
         elif f.type == int | None:
             parser.add_argument(flag, type=int, default=f.default)
+        elif f.type == str | None:
+            parser.add_argument(flag, default=f.default)
     return parser.parse_args(argv)
 
 
