@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import importlib.resources
 import importlib.util
 import json
 import socket

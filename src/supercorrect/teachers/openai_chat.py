@@ -52,7 +52,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import UserError
-from ..io import iter_jsonl_tolerant, sha256_json, write_json
+from ..io import JsonlAppender, iter_jsonl_tolerant, sha256_json, write_json
 
 log = logging.getLogger(__name__)
 
@@ -150,8 +150,9 @@ class SpendLedger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         row = {"model": model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                "t": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
+        # JsonlAppender drops a torn last line left by a kill first, so this row is never glued onto it.
+        with JsonlAppender(self.path) as f:
+            f.append(row)
 
 
 class _Budget:
