@@ -14,17 +14,12 @@ from ..config import LoraConfig, TrainConfig
 
 
 def peft_config(lora: LoraConfig | None):
+    """The run config's `lora:` block as a peft config (one mapping, shared with the DPO trainer)."""
     if lora is None:
         return None
-    from peft import LoraConfig as PeftLoraConfig
+    from .dpo import LoraSettings
 
-    return PeftLoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
+    return LoraSettings(**lora.model_dump()).to_peft()
 
 
 def last_checkpoint(folder: str | Path) -> str | None:
