@@ -300,3 +300,36 @@ def test_available_and_optional(tmp_path):
     _write_jsonl(tmp_path / "m.jsonl", [{"problem": "p", "solution": "$\\boxed{1}$"}])
     assert spec.available(tmp_path)
     assert DataSpec(kind="synthetic").available() and DataSpec(kind="synthetic").resolved_path() is None
+
+
+def test_optional_set_falls_back_to_the_hub_then_skips(tmp_path, monkeypatch):
+    """A missing file with `hub:` reads the hub's rows (same format, same ids); when the hub fails too, an optional
+    set is skipped with a reason naming both, and a required one fails with that one line."""
+    import datasets
+
+    from supercorrect.problems import load_optional
+
+    calls = []
+
+    def fake_load_dataset(name, config=None, split=None):
+        calls.append((name, config, split))
+        if name == "openai/gsm8k":
+            return [{"question": "Tom has 2 apples and buys 3. How many?", "answer": "2+3=<<2+3=5>>5\n#### 5"}]
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    spec = DataSpec(kind="gsm8k", path="gone.jsonl", split="test", hub="openai/gsm8k:main", optional=True)
+    problems, why = load_optional(spec, tmp_path)
+    assert why == "" and calls == [("openai/gsm8k", "main", "test")]
+    assert [p.id for p in problems] == ["gsm8k-test-0"] and problems[0].answer == "5" and len(problems[0].steps) == 1
+
+    spec = DataSpec(kind="gsm8k", path="gone.jsonl", split="test", hub="nobody/nothing", optional=True)
+    problems, why = load_optional(spec, tmp_path)
+    assert problems is None and "file not found" in why and "nobody/nothing" in why and "offline" in why
+    with pytest.raises(UserError, match="file not found.*offline"):
+        load_problems(spec.model_copy(update={"optional": False}), tmp_path)
+    # without a hub: skipped when optional, an error when not
+    spec = DataSpec(kind="gsm8k", path="gone.jsonl", optional=True)
+    assert load_optional(spec, tmp_path)[0] is None
+    with pytest.raises(ValidationError, match="fallback of a gsm8k/math file"):
+        DataSpec(kind="synthetic", hub="openai/gsm8k")

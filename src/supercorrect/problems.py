@@ -47,7 +47,8 @@ class DataSpec(BaseModel):
     config_name: str | None = None  # hf config
     fields: dict[str, str] = Field(default_factory=dict)  # hf: question/solution/answer/level/subject -> column
     skip_bad_rows: bool = False  # skip and count malformed rows instead of failing
-    optional: bool = False  # gsm8k/math: callers may skip this set with a notice when its file is missing
+    optional: bool = False  # gsm8k/math: callers may skip this set with a notice when it cannot be read
+    hub: str | None = None  # gsm8k/math: hub dataset read when the file is missing, "name" or "name:config"
 
     def resolved_path(self, base_dir: Path | None = None) -> Path | None:
         """The data file (gsm8k/math), relative paths taken against `base_dir`; None for other kinds."""
@@ -68,6 +69,8 @@ class DataSpec(BaseModel):
             raise ValueError(f"synthetic split must be 'train' or 'test', not {self.split!r}")
         if self.kind in ("gsm8k", "math") and not self.path:
             raise ValueError(f"data kind {self.kind!r} needs a 'path' to a JSONL file")
+        if self.hub is not None and self.kind not in ("gsm8k", "math"):
+            raise ValueError("'hub' is the fallback of a gsm8k/math file; for a hub dataset use kind: hf")
         if self.kind == "hf" and not self.name:
             raise ValueError("data kind 'hf' needs a dataset 'name'")
         unknown = set(self.fields) - set(HF_FIELD_KEYS)
@@ -164,6 +167,8 @@ def _load_file(spec: DataSpec, base_dir: Path | None) -> tuple[list[Problem], Lo
     label = f"{spec.kind} file {shown}"
     if not path.is_file():
         extra = f" (looked at {path})" if str(path) != shown else ""
+        if spec.hub:
+            return _load_file_from_hub(spec, f"{label}: file not found{extra}")
         raise UserError(f"{label}: file not found{extra}")
     split = _file_split(spec, path)
     row_to_problem = gsm8k_row_to_problem if spec.kind == "gsm8k" else math_row_to_problem
@@ -174,6 +179,38 @@ def _load_file(spec: DataSpec, base_dir: Path | None) -> tuple[list[Problem], Lo
     if not problems:
         raise UserError(f"no problems loaded from {label}{_skipped_note(report)}")
     return problems, report
+
+
+def _load_file_from_hub(spec: DataSpec, missing: str) -> tuple[list[Problem], LoadReport]:
+    """The file's rows from the hub instead (`hub: openai/gsm8k:main`): same row format, same ids."""
+    assert spec.hub is not None
+    name, _, config = spec.hub.partition(":")
+    where = f"hub {spec.hub} split {spec.split}"
+    try:
+        import datasets
+
+        rows = datasets.load_dataset(name, config or None, split=spec.split)
+    except Exception as e:  # no `datasets`, offline, unknown name: say both what was missing and why the hub failed
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{missing}, and cannot load {where}: {first}") from None
+    row_to_problem = gsm8k_row_to_problem if spec.kind == "gsm8k" else math_row_to_problem
+    report = LoadReport(spec.kind, where)
+    indexed = ((i, dict(row), "") for i, row in enumerate(rows))
+    problems = _collect(indexed, partial(row_to_problem, split=spec.split), spec, report, lambda i: f"{where} row {i}")
+    if not problems:
+        raise UserError(f"no problems loaded from {where}{_skipped_note(report)}")
+    return problems, report
+
+
+def load_optional(spec: DataSpec, base_dir: Path | None = None) -> tuple[list[Problem] | None, str]:
+    """(problems, "") or, for an `optional` set that cannot be read (file missing and no reachable hub fallback),
+    (None, why). Anything else wrong with the data (a malformed row, an empty file) still raises."""
+    if spec.optional and not spec.available(base_dir):
+        try:
+            return load_problems(spec, base_dir), ""
+        except UserError as e:
+            return None, str(e)
+    return load_problems(spec, base_dir), ""
 
 
 def _collect(

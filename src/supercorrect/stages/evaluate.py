@@ -17,7 +17,7 @@ from ..grading import Grader
 from ..io import write_json, write_jsonl
 from ..metrics import mean, summarize
 from ..models import chat_prompt, resolve_model
-from ..problems import load_problems
+from ..problems import load_optional
 from ..teachers import CorrectionRequest, make_teacher
 from ..teachers.llm import format_steps
 from . import Stage
@@ -132,11 +132,11 @@ def run(cfg: RunConfig, tag: str = "base", prompt: str | None = None) -> dict:
         with Grader() as grader:
             for set_name in cfg.evaluate.sets:
                 spec = cfg.data[set_name]
-                if spec.optional and not spec.available(cfg.base_dir):
-                    print(f"[{st.name}] notice: skipping {set_name!r}: {spec.path} is not there", file=sys.stderr)
-                    summaries[set_name] = {"skipped": f"{spec.path} not found"}
+                problems, why = load_optional(spec, cfg.base_dir)
+                if problems is None:
+                    print(f"[{st.name}] notice: skipping {set_name!r}: {why}", file=sys.stderr)
+                    summaries[set_name] = {"skipped": why}
                     continue
-                problems = load_problems(spec, cfg.base_dir)
                 texts = [chat_prompt(backend.tokenizer, prompts.render(prompt, problem=p.question)) for p in problems]
                 items = [(p.id, t) for p, t in zip(problems, texts, strict=True)]
                 runs = [("greedy", SamplingSettings(max_new_tokens=max_new, stop=STOP[prompt], seed=cfg.seed))]
