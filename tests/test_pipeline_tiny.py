@@ -11,6 +11,7 @@ import yaml
 
 from supercorrect.cli import main
 from supercorrect.config import load_config
+from supercorrect.errors import UserError
 from supercorrect.io import read_json, read_jsonl
 from supercorrect.pipeline import run_pipeline
 
@@ -76,6 +77,26 @@ def test_stage1_pipeline_resume_and_fingerprints(tmp_path, tiny_model_dir, capsy
     assert (run / "eval-hsft" / "manifest.json").stat().st_mtime > mtimes["eval-hsft"]
 
 
+def test_self_correction_sets(tmp_path, tiny_model_dir):
+    """evaluate.self_correction_sets limits self-correction to some of the evaluated sets; a set that is not
+    evaluated is a one-line error."""
+    path = make_config(tmp_path, tiny_model_dir, ["eval-base"])
+    overrides = {
+        "data.other": {"kind": "synthetic", "split": "test", "n": 3, "seed": 1},
+        "evaluate.sets": ["test", "other"],
+        "evaluate.samples": 0,
+        "evaluate.self_correction": ["base"],
+        "evaluate.self_correction_sets": ["other"],
+    }
+    cfg = load_config(path, overrides)
+    run_pipeline(cfg)
+    summary = read_json(cfg.run_dir / "eval-base" / "summary.json")
+    assert "self_correction" in summary["other"] and "self_correction" not in summary["test"]
+    bad = load_config(path, {**overrides, "evaluate.self_correction_sets": ["train"], "name": "bad"})
+    with pytest.raises(UserError, match="self_correction_sets: 'train' is not in evaluate.sets"):
+        run_pipeline(bad)
+
+
 def test_stage_alone_needs_its_input(tmp_path, tiny_model_dir, capsys):
     path = make_config(tmp_path, tiny_model_dir, ["hsft"])
     assert main(["hsft", str(path)]) == 2
@@ -106,6 +127,10 @@ def test_stage2_and_baselines_tiny(tmp_path, tiny_model_dir):
     (run / "sample" / "samples.jsonl").write_text("".join(json.dumps(w) + "\n" for w in wrong))
     run_pipeline(cfg, only=["correct", "pairs", "cross-dpo", "cot-sft", "instance-dpo", "report"])
     pairs = read_jsonl(run / "pairs" / "pairs.jsonl")
+    # cross_dpo.max_pairs trains on the first N pairs of the artifact (batch 2: 2 steps instead of 3).
+    run_pipeline(load_config(path, {"cross_dpo.max_pairs": 4}), only=["cross-dpo"])
+    counts = read_json(run / "cross-dpo" / "manifest.json")["counts"]
+    assert counts == {"pairs": 4, "pairs_available": 6, "steps": 2}
     assert len(pairs) == 6
     assert all(p["step"] == 2 and p["chosen"].startswith("<Step2>") for p in pairs)
     assert all(p["prompt"].rstrip().endswith("</Step1>") for p in pairs)

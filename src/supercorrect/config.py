@@ -98,12 +98,15 @@ class TemplatesConfig(Section):
 
 
 class EvalConfig(Section):
+    """The `evaluate:` block: what every `eval-<model>` stage measures."""
+
     sets: list[str] = Field(default_factory=lambda: ["test"])  # entries of `data` to evaluate on
     prompt: Literal["ht", "cot"] = "ht"
     cot_baseline: bool = False  # also evaluate the base model with the plain CoT prompt
     samples: int = Field(0, ge=0)  # k sampled solutions per problem (0 = greedy only)
     # Models (base, hsft, cross-dpo, ...) that also get the correction prompt on their own greedy solutions.
     self_correction: list[str] = Field(default_factory=list)
+    self_correction_sets: list[str] | None = None  # which of `sets` it runs on (default: all of them)
     error_location: bool = False  # with self-correction: does its trace point at the teacher's step k?
     temperature: float = Field(0.7, ge=0)
     max_new_tokens: int | None = None  # default: generation.max_new_tokens
@@ -139,6 +142,7 @@ class DPOConfig(Section):
     precompute_ref_log_probs: bool = False
     bf16: bool = False
     shared_prefix: bool = True  # one [prompt | chosen | rejected] sequence per pair; false: TRL's 2 rows
+    max_pairs: int | None = Field(None, ge=1)  # train on the first N pairs of the artifact (default: all)
 
 
 class RunConfig(Section):

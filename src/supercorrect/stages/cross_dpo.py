@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # the trainer imports torch, TRL and peft: loaded only when a
 def dpo_settings(c: DPOConfig, seed: int) -> CrossDPOConfig:
     from ..trainers.dpo import CrossDPOConfig, LoraSettings
 
-    fields = c.model_dump(exclude={"lora"})
+    fields = c.model_dump(exclude={"lora", "max_pairs"})  # max_pairs selects data; the stage applies it
     lora = LoraSettings(**c.lora.model_dump()) if c.lora else None
     return CrossDPOConfig(**fields, lora=lora, seed=seed)
 
@@ -30,6 +30,8 @@ def train_stage(cfg: RunConfig, st: Stage, pairs_file, start_model: str) -> dict
     pairs = read_jsonl(pairs_file)
     if not pairs:
         raise UserError(f"{pairs_file}: no preference pairs; nothing to train on")
+    available = len(pairs)
+    pairs = pairs[: cfg.cross_dpo.max_pairs]  # max_pairs None: all
     from ..trainers.dpo import train_cross_dpo
 
     st.start()
@@ -39,7 +41,7 @@ def train_stage(cfg: RunConfig, st: Stage, pairs_file, start_model: str) -> dict
     metrics = train_cross_dpo(start_model, pairs, str(st.dir / "model"), settings)
     metrics.pop("log_history", None)
     print(f"[{st.name}] {metrics['steps']} steps, loss {metrics['first_loss']} -> {metrics['last_loss']}")
-    return st.finish({"pairs": len(pairs), "steps": metrics["steps"]}, metrics=metrics)
+    return st.finish({"pairs": len(pairs), "pairs_available": available, "steps": metrics["steps"]}, metrics=metrics)
 
 
 def stage(cfg: RunConfig) -> Stage:

@@ -119,6 +119,9 @@ def run(cfg: RunConfig, tag: str = "base", prompt: str | None = None) -> dict:
     for s in cfg.evaluate.sets:
         if s not in cfg.data:
             raise UserError(f"evaluate.sets: no data set named {s!r} (have: {', '.join(cfg.data)})")
+    for s in cfg.evaluate.self_correction_sets or []:
+        if s not in cfg.evaluate.sets:
+            raise UserError(f"evaluate.self_correction_sets: {s!r} is not in evaluate.sets ({cfg.evaluate.sets})")
     path = model_path(cfg, tag)
     st.start()
     backend = make_backend(
@@ -175,7 +178,8 @@ def run(cfg: RunConfig, tag: str = "base", prompt: str | None = None) -> dict:
                     r.update(correct=g.correct, reason=g.reason, predicted=g.predicted, extracted_from=g.source)
                 write_jsonl(st.dir / set_name / "samples.jsonl", rows)
                 summaries[set_name] = summarize(rows, ks=(1, 2, 4, 8))
-                if tag in cfg.evaluate.self_correction:
+                sc_sets = cfg.evaluate.self_correction_sets
+                if tag in cfg.evaluate.self_correction and (sc_sets is None or set_name in sc_sets):
                     summaries[set_name]["self_correction"] = self_correction(
                         cfg, st, set_name, backend, grader, problems, [r for r in rows if r["greedy"]], max_new
                     )
