@@ -83,6 +83,8 @@ def plain_trl(model_path: str, rows: list[dict], out: str, seed: int = 0) -> tup
         report_to="none",
         seed=seed,
         model_init_kwargs={"dtype": torch.float32},
+        bf16=False,  # TRL defaults to bf16, which a CPU refuses
+        use_cpu=not torch.cuda.is_available(),
     )
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     trainer = SFTTrainer(model=model_path, args=args, train_dataset=data, processing_class=tokenizer)
