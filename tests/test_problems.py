@@ -328,6 +328,7 @@ def test_optional_set_falls_back_to_the_hub_then_skips(tmp_path, monkeypatch):
     assert problems is None and "file not found" in why and "nobody/nothing" in why and "offline" in why
     with pytest.raises(UserError, match="file not found.*offline"):
         load_problems(spec.model_copy(update={"optional": False}), tmp_path)
+    assert calls.count(("nobody/nothing", None, "test")) == 1  # a failed hub is not retried in the same process
     # without a hub: skipped when optional, an error when not
     spec = DataSpec(kind="gsm8k", path="gone.jsonl", optional=True)
     assert load_optional(spec, tmp_path)[0] is None

@@ -181,18 +181,25 @@ def _load_file(spec: DataSpec, base_dir: Path | None) -> tuple[list[Problem], Lo
     return problems, report
 
 
+# Hub loads that failed in this process, and why: offline, each attempt costs ~25 s of retries, and a pipeline
+# evaluates the same optional set once per model.
+_HUB_FAILURES: dict[str, str] = {}
+
+
 def _load_file_from_hub(spec: DataSpec, missing: str) -> tuple[list[Problem], LoadReport]:
     """The file's rows from the hub instead (`hub: openai/gsm8k:main`): same row format, same ids."""
     assert spec.hub is not None
     name, _, config = spec.hub.partition(":")
     where = f"hub {spec.hub} split {spec.split}"
-    try:
-        import datasets
+    if where not in _HUB_FAILURES:
+        try:
+            import datasets
 
-        rows = datasets.load_dataset(name, config or None, split=spec.split)
-    except Exception as e:  # no `datasets`, offline, unknown name: say both what was missing and why the hub failed
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"{missing}, and cannot load {where}: {first}") from None
+            rows = datasets.load_dataset(name, config or None, split=spec.split)
+        except Exception as e:  # no `datasets`, offline, unknown name: say what was missing and why the hub failed
+            _HUB_FAILURES[where] = str(e).splitlines()[0] if str(e) else type(e).__name__
+    if where in _HUB_FAILURES:
+        raise UserError(f"{missing}, and cannot load {where}: {_HUB_FAILURES[where]}")
     row_to_problem = gsm8k_row_to_problem if spec.kind == "gsm8k" else math_row_to_problem
     report = LoadReport(spec.kind, where)
     indexed = ((i, dict(row), "") for i, row in enumerate(rows))
