@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from servers import completion
+
 OK = "ok"
 RETRYABLE_FAULTS = (
     "rate_limit", "server_500", "server_503", "hang", "drop_early", "drop_mid_body", "truncated_json",
@@ -131,15 +133,7 @@ def expected_text(messages: list[dict[str, Any]]) -> str:
 def completion_body(text: str, finish: str, prompt_chars: int, plan: FaultPlan) -> dict[str, Any]:
     prompt_tokens = max(1, round(prompt_chars * plan.prompt_tokens_per_char))
     completion_tokens = max(1, round(len(text) * plan.completion_tokens_per_char))
-    return {
-        "id": "chatcmpl-fault",
-        "object": "chat.completion",
-        "created": 0,
-        "model": "fault-teacher",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens},
-    }  # fmt: skip
+    return completion(text, finish, prompt_tokens, completion_tokens)
 
 
 # ---- the server ----------------------------------------------------------------------------------------------

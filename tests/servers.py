@@ -33,7 +33,9 @@ import pytest
 CHAT_PATH = "/chat/completions"
 
 
-def completion(text: str | None = "hello", finish: str = "stop") -> dict[str, Any]:
+def completion(
+    text: str | None = "hello", finish: str = "stop", prompt_tokens: int = 7, completion_tokens: int = 3
+) -> dict[str, Any]:
     """The JSON body of a chat completion with one choice."""
     return {
         "id": "x",
@@ -41,8 +43,9 @@ def completion(text: str | None = "hello", finish: str = "stop") -> dict[str, An
         "created": 0,
         "model": "m",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-        "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
-    }
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }  # fmt: skip
 
 
 def free_port() -> int:

@@ -1,5 +1,8 @@
 """Cross-DPO under `accelerate launch` with 2 CPU processes (gloo) equals a 1-process run of the same global batch.
 
+This file runs TRL's two-sequence path (`--no-shared-prefix`); tests/test_shared_prefix.py runs the same
+comparison for the shared-prefix path, with the helpers below.
+
 Both runs go through the real entry point, `python -m supercorrect.trainers.dpo`. The policy is a perturbed copy
 of the reference, so the first loss is not the trivial log 2; the second step's loss then checks that the two
 processes averaged their gradients (unsynced processes would each step on half the batch).
@@ -10,16 +13,15 @@ Tolerance: 1e-4 relative on the logged loss and rewards/margins of every step. T
 gradients in another order than one process does; the difference seen is ~1e-5.
 """
 
-import importlib.resources
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from servers import free_port
 from test_dpo_layout import chat_prompt, save_tiny_llama  # the tiny-Llama + real-tokenizer helpers
 from transformers import AutoTokenizer
 
@@ -29,10 +31,21 @@ from supercorrect.models import convert_embedded
 CPU_2PROC = Path(__file__).resolve().parents[1] / "accelerate" / "cpu_2proc.yaml"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+DPO_CLI = ["-m", "supercorrect.trainers.dpo"]  # after `python` or after an `accelerate launch` command
+
+
+def dpo_cli_env() -> dict[str, str]:
+    """The environment of a DPO CLI subprocess: the package importable installed or from a checkout, one thread
+    per process, offline, no progress bars."""
+    src = str(Path(supercorrect.__file__).resolve().parents[1])
+    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
+    return dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", TQDM_DISABLE="1", HF_HUB_OFFLINE="1")
+
+
+def accelerate_2proc() -> list[str]:
+    """`accelerate launch` of 2 gloo processes (accelerate/cpu_2proc.yaml) on a free port."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
+            "--main_process_port", str(free_port())]  # fmt: skip
 
 
 def logged_steps(out: Path) -> tuple[dict, list[dict]]:
@@ -57,17 +70,14 @@ def test_two_cpu_processes_match_one_process(tmp_path):
     ]
     pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
-    src = str(Path(supercorrect.__file__).resolve().parents[1])  # works installed or from a checkout
-    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", TQDM_DISABLE="1", HF_HUB_OFFLINE="1")
-    args = ["-m", "supercorrect.trainers.dpo", "--pairs", str(pairs), "--model", policy]
+    env = dpo_cli_env()
+    args = [*DPO_CLI, "--pairs", str(pairs), "--model", policy, "--no-shared-prefix"]
     args += ["--ref-model", reference, "--max-steps", "2", "--learning-rate", "1e-3"]
     args += ["--warmup-ratio", "0", "--no-resume"]
 
     one, two, two_pre = tmp_path / "one", tmp_path / "two", tmp_path / "two_precomputed"
     single = [sys.executable, *args, "--batch-size", "4", "--out", str(one)]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC)]
-    launch += ["--main_process_port", str(free_port())]
+    launch = accelerate_2proc()
     double = [*launch, *args, "--batch-size", "2", "--out", str(two)]
     # Precomputed reference log-probs: rank 0 caches them beside the shared dataset, every rank reads them.
     double_pre = [*launch, *args, "--batch-size", "2", "--precompute-ref-log-probs", "--out", str(two_pre)]

@@ -14,18 +14,15 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from test_dpo_distributed import DPO_CLI, accelerate_2proc, dpo_cli_env  # the 2-process launch helpers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-import supercorrect
 from supercorrect.trainers.dpo import CrossDPOConfig, LoraSettings, build_trainer, train_cross_dpo
 from supercorrect.trainers.shared_prefix import (
     CHOSEN,
@@ -348,36 +345,21 @@ def test_flex_attention_equals_two_sequence_forwards(tokenizer, perturbed_dir, p
     torch.testing.assert_close(out.rejected_logps, expected_r, rtol=LOGP_RTOL, atol=LOGP_ATOL)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_cpu_processes_match_one_process(tiny_model_dir, perturbed_dir, pairs, tmp_path):
     """accelerate launch, 2 gloo processes x 2 pairs == 1 process x 4 pairs == the two-sequence path (1e-4 rel)."""
     pairs_file = tmp_path / "pairs.jsonl"
     pairs_file.write_text("".join(json.dumps(row) + "\n" for row in pairs[:4]))
-    src = str(Path(supercorrect.__file__).resolve().parents[1])
-    path = os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)
-    env = dict(os.environ, PYTHONPATH=path, OMP_NUM_THREADS="1", TQDM_DISABLE="1", HF_HUB_OFFLINE="1")
-    args = ["-m", "supercorrect.trainers.dpo", "--pairs", str(pairs_file), "--model", perturbed_dir]
+    env = dpo_cli_env()
+    args = [*DPO_CLI, "--pairs", str(pairs_file), "--model", perturbed_dir]
     args += ["--ref-model", str(tiny_model_dir), "--max-steps", "2", "--learning-rate", "1e-3"]
     args += ["--warmup-ratio", "0", "--no-resume"]
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        str(Path(__file__).resolve().parents[1] / "accelerate" / "cpu_2proc.yaml"),
-    ]
     runs = {
         "two_seq": [sys.executable, *args, "--batch-size", "4", "--no-shared-prefix"],
         "one": [sys.executable, *args, "--batch-size", "4"],
-        "two": [*launch, "--main_process_port", str(free_port()), *args, "--batch-size", "2"],
+        "two": [*accelerate_2proc(), *args, "--batch-size", "2"],
         "two_pre": [
-            *launch, "--main_process_port", str(free_port()), *args, "--batch-size", "2",
+            *accelerate_2proc(), *args, "--batch-size", "2",
             "--precompute-ref-log-probs", "--ref-cache-dir", str(tmp_path / "cache"),
         ],
     }  # fmt: skip
