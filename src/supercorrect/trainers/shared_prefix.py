@@ -256,9 +256,7 @@ class SharedPrefixDPOTrainer(CrossDPOTrainer):
     """
 
     def __init__(self, *args: Any, pack_length: int = 0, ref_cache_dir: str | None = None, **kwargs: Any):
-        check_supported(
-            kwargs["args"]
-        )  # before DPOTrainer.__init__, which may precompute reference log-probs
+        check_supported(kwargs["args"])  # before DPOTrainer.__init__, which may precompute reference log-probs
         # Read by `_precompute_ref_logps`, which DPOTrainer.__init__ calls: set before it.
         self.ref_cache_dir = ref_cache_dir
         self.ref_logps_cache: str | None = None
@@ -396,10 +394,13 @@ class SharedPrefixDPOTrainer(CrossDPOTrainer):
         rows = inputs["target_rows"]  # per scored token, its logits row
         is_chosen = inputs["target_segments"] % 2 == 0
 
+        def mean_over_processes(values: torch.Tensor) -> float:
+            """Mean of `values` over every process's tokens; 0.0 when there are none."""
+            count = gather(torch.tensor(values.numel(), device=values.device)).sum()
+            return (gather(values.sum()).sum() / count).item() if count > 0 else 0.0
+
         logps = policy.logps.detach()
-        entropy = -(logps.exp() * logps).sum(-1)[rows]
-        n_scored = gather(torch.tensor(len(entropy), device=entropy.device)).sum()
-        metrics["entropy"].append((gather(entropy.sum()).sum() / n_scored.clamp(min=1)).item())
+        metrics["entropy"].append(mean_over_processes(-(logps.exp() * logps).sum(-1)[rows]))
 
         if mode == "train":
             real = gather((inputs["segment_ids"] >= 0).sum()).sum().item()
@@ -407,25 +408,20 @@ class SharedPrefixDPOTrainer(CrossDPOTrainer):
         metrics["num_tokens"] = [self._total_train_tokens]
 
         mean_logits = policy.logits.detach().float().mean(-1)[rows]
-        for name, which in (("chosen", is_chosen), ("rejected", ~is_chosen)):
-            total = gather(mean_logits[which].sum()).sum()
-            count = gather(which.sum()).sum()
-            metrics[f"logits/{name}"].append((total / count).item() if count > 0 else 0.0)
-        correct = (logps.argmax(-1)[rows] == inputs["target_ids"]) & is_chosen
-        count = gather(is_chosen.sum()).sum()
-        metrics["mean_token_accuracy"].append(
-            (gather(correct.sum()).sum() / count).item() if count > 0 else 0.0
-        )
+        metrics["logits/chosen"].append(mean_over_processes(mean_logits[is_chosen]))
+        metrics["logits/rejected"].append(mean_over_processes(mean_logits[~is_chosen]))
+        correct = logps.argmax(-1)[rows][is_chosen] == inputs["target_ids"][is_chosen]
+        metrics["mean_token_accuracy"].append(mean_over_processes(correct.float()))
 
         chosen_rewards = self.beta * chosen_logratios.detach()
         rejected_rewards = self.beta * rejected_logratios.detach()
-        metrics["rewards/chosen"].append(self.accelerator.gather(chosen_rewards).mean().item())
-        metrics["rewards/rejected"].append(self.accelerator.gather(rejected_rewards).mean().item())
-        accuracies = (chosen_rewards > rejected_rewards).float()
-        metrics["rewards/accuracies"].append(self.accelerator.gather(accuracies).mean().item())
-        margins = chosen_rewards - rejected_rewards
-        metrics["rewards/margins"].append(self.accelerator.gather(margins).mean().item())
-        metrics["logps/chosen"].append(self.accelerator.gather(policy.chosen_logps.detach()).mean().item())
-        metrics["logps/rejected"].append(
-            self.accelerator.gather(policy.rejected_logps.detach()).mean().item()
-        )
+        per_pair = {
+            "rewards/chosen": chosen_rewards,
+            "rewards/rejected": rejected_rewards,
+            "rewards/accuracies": (chosen_rewards > rejected_rewards).float(),
+            "rewards/margins": chosen_rewards - rejected_rewards,
+            "logps/chosen": policy.chosen_logps.detach(),
+            "logps/rejected": policy.rejected_logps.detach(),
+        }
+        for name, values in per_pair.items():
+            metrics[name].append(self.accelerator.gather(values).mean().item())
