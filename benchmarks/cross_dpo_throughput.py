@@ -284,9 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="cross_dpo_bench_") as tmp:
         for repeat in range(args.repeats):
-            for (
-                ratio
-            ) in ratios:  # methods interleaved: a change of load on the machine hits all of them alike
+            for ratio in ratios:  # methods interleaved: a change of load on the machine hits all of them alike
                 for method in methods:
                     out = os.path.join(tmp, f"{method}-{ratio}-{repeat}")
                     cmd = [sys.executable, __file__, "--worker", "--model", args.model, "--method", method]
