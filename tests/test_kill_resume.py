@@ -44,7 +44,7 @@ from typing import Any
 
 import pytest
 import yaml
-from servers import CountingProxy, Forwarded, llama_server
+from servers import CountingProxy, Forwarded, ServerProcess, llama_server
 
 from supercorrect.io import read_json, read_jsonl
 from supercorrect.trainers.sft import last_checkpoint
@@ -519,17 +519,17 @@ def report(
 
 
 @pytest.fixture(scope="module")
-def llama_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    with llama_server(tmp_path_factory.mktemp("llama") / "server.log") as port:
-        yield port
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with llama_server(tmp_path_factory.mktemp("llama") / "server.log") as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
-def proxies(llama_port: int) -> Iterator[Callable[[], CountingProxy]]:
+def proxies(llama: ServerProcess) -> Iterator[Callable[[], CountingProxy]]:
     made: list[CountingProxy] = []
 
     def make() -> CountingProxy:
-        made.append(CountingProxy(llama_port, barrier=True))
+        made.append(CountingProxy(llama, barrier=True))
         return made[-1]
 
     yield make

@@ -315,8 +315,8 @@ def test_inspector_rounds() -> None:
 
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountingProxy]:
-    with llama_server(tmp_path_factory.mktemp("llama") / "server.log") as port:
-        proxy = CountingProxy(port)
+    with llama_server(tmp_path_factory.mktemp("llama") / "server.log") as server:
+        proxy = CountingProxy(server)
         try:
             yield proxy
         finally:

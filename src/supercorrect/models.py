@@ -22,7 +22,7 @@ EMBEDDED = {
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("SUPERCORRECT_CACHE", Path.home() / ".cache" / "supercorrect"))
+    return Path(os.environ.get("SUPERCORRECT_CACHE") or Path.home() / ".cache" / "supercorrect")  # empty = unset
 
 
 def embedded_gguf(name: str) -> Path:
