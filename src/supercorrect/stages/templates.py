@@ -14,6 +14,7 @@ from collections import Counter
 from .. import prompts, xmlformat
 from ..config import RunConfig
 from ..data import load_problems_with_report
+from ..errors import UserError
 from ..grading import Grader
 from ..io import write_jsonl
 from ..teachers import make_teacher
@@ -29,8 +30,6 @@ def stage(cfg: RunConfig) -> Stage:
 
 
 def run(cfg: RunConfig) -> dict:
-    from ..errors import UserError
-
     st = stage(cfg)
     if cfg.templates.data not in cfg.data:
         raise UserError(f"templates.data: no data set named {cfg.templates.data!r} (have: {', '.join(cfg.data)})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..models import load_tokenizer, torch_dtype
 from .common import last_checkpoint, peft_config, save_final
 from .sft_config import SFTConfig
 
@@ -19,11 +20,10 @@ def train_sft(
 ) -> dict:
     """rows: {"prompt": user text, "completion": assistant text}. Returns training metrics; the model and
     tokenizer are saved to `<output_dir>/model`."""
+    # torch, datasets and TRL load only when a stage trains, so the CLI and the configs import fast.
     import torch
+    import trl
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    from ..models import load_tokenizer, torch_dtype
 
     out = Path(output_dir)
     ckpt_dir = out / "checkpoints"
@@ -37,7 +37,7 @@ def train_sft(
             for r in rows
         ]
     )
-    args = SFTConfig(
+    args = trl.SFTConfig(
         output_dir=str(ckpt_dir),
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.learning_rate,
@@ -62,7 +62,7 @@ def train_sft(
         # join one gloo group instead of training unsynced copies (see that file).
         use_cpu=not torch.accelerator.is_available(),
     )
-    trainer = SFTTrainer(
+    trainer = trl.SFTTrainer(
         model=model_path,
         args=args,
         train_dataset=data,
