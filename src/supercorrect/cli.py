@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="redo the stage even if it is up to date")
         return p
 
-    p = with_config(sub.add_parser("run", help="run all stages of a config in order (resumes a killed run)"))
+    p = with_config(sub.add_parser("run", help="run the config's recipe (or its `stages:`) in order (resumes a killed run)"))
     p.add_argument("--stages", help="comma-separated subset of stages to run, in order")
     for name, d in STAGES.items():
         if name.startswith("eval-"):
