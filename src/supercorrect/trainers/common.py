@@ -23,7 +23,7 @@ class LoraConfig(BaseModel):
     during training. The finished model is always saved merged (a plain model folder).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     r: int = Field(16, ge=1)
     """Adapter rank."""

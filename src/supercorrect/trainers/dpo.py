@@ -179,14 +179,15 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     # One flag per scalar CrossDPOConfig field: --beta, --learning-rate, --batch-size, --bf16/--no-bf16, ...
     for name, f in CrossDPOConfig.model_fields.items():
         flag = "--" + name.replace("_", "-")
+        doc = (f.description or "").replace("%", "%%")  # the field's docstring in dpo_config.py
         if f.annotation is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=doc)
         elif f.annotation in (int, float, str):
-            parser.add_argument(flag, type=f.annotation, default=f.default)
+            parser.add_argument(flag, type=f.annotation, default=f.default, help=doc)
         elif f.annotation == int | None:
-            parser.add_argument(flag, type=int, default=f.default)
+            parser.add_argument(flag, type=int, default=f.default, help=doc)
         elif f.annotation == str | None:
-            parser.add_argument(flag, default=f.default)
+            parser.add_argument(flag, default=f.default, help=doc)
     return parser.parse_args(argv)
 
 

@@ -18,7 +18,7 @@ class CrossDPOConfig(BaseModel):
     """DPO on one-step corrections (`trainers.dpo`). The model is loaded in fp32; `bf16=True` means bf16 autocast
     over fp32 master weights (pure bf16 weights cannot take lr-1e-6 updates)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     beta: float = Field(0.4, gt=0)
     """DPO temperature: how far the policy may move from the reference (Step-DPO: 0.4)."""

@@ -15,7 +15,7 @@ from .common import LoraConfig
 class SFTConfig(BaseModel):
     """Supervised fine-tuning on (prompt, completion) pairs, loss on the completion only (`trainers.sft`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     epochs: float = Field(4.0, gt=0)
     """Passes over the training rows (paper: 4)."""
