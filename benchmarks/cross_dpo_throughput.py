@@ -42,8 +42,8 @@ RATIOS = (1, 2, 4, 8, 16)
 def make_pairs(tokenizer, n: int, prefix_tokens: int, completion_tokens: int, seed: int = 0) -> list[dict]:
     """n distinct Cross-DPO-shaped pairs: prefix of ~prefix_tokens, chosen and rejected of ~completion_tokens."""
     from supercorrect import prompts
+    from supercorrect.data import generate_synthetic
     from supercorrect.models import chat_prompt
-    from supercorrect.problems import generate_synthetic
     from supercorrect.teachers.reference import key_for, step_text
     from supercorrect.xmlformat import render_step_correction
 

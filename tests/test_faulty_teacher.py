@@ -299,8 +299,8 @@ def test_correct_stage_enforces_the_same_rules(tmp_path: Path) -> None:
     is located and the student model is never needed.)"""
     from supercorrect import xmlformat
     from supercorrect.config import load_config
+    from supercorrect.data import load_problems
     from supercorrect.io import write_json, write_jsonl
-    from supercorrect.problems import load_problems
 
     with FaultServer(FaultPlan(always_fail=1.0)) as srv:
         cfg_path = run_config(tmp_path, srv.url, n=5, teacher={"max_retries": 1})

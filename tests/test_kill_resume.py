@@ -47,7 +47,7 @@ import yaml
 from servers import CountingProxy, Forwarded, ServerProcess, llama_server
 
 from supercorrect.io import read_json, read_jsonl
-from supercorrect.trainers.sft import last_checkpoint
+from supercorrect.trainers.common import last_checkpoint
 
 KEY_ENV = "SC_KILL_TEST_KEY"
 SENTINEL = "sk-SENTINEL-kill-9d2c51e0b7"
@@ -121,8 +121,8 @@ def plant_wrong_solutions(config: Path) -> None:
     """Replace `sample/wrong.jsonl` by wrong step-by-step solutions (step 2 miscomputed), the same in every
     run: the tiny random model writes no steps, so it would leave the teacher nothing to correct."""
     from supercorrect.config import load_config
+    from supercorrect.data import load_problems
     from supercorrect.io import write_jsonl
-    from supercorrect.problems import load_problems
     from supercorrect.xmlformat import render_solution
 
     cfg = load_config(config)

@@ -113,7 +113,7 @@ def test_stage2_and_baselines_tiny(tmp_path, tiny_model_dir):
     run_pipeline(cfg)
     run = cfg.run_dir
     # Replace the random model's samples by wrong hierarchical solutions (step 2 miscomputed).
-    from supercorrect.problems import load_problems
+    from supercorrect.data import load_problems
     from supercorrect.xmlformat import render_solution
 
     wrong = []

@@ -9,7 +9,7 @@ from fractions import Fraction
 import pytest
 
 from supercorrect.arith import ArithError, evaluate, find_equations, format_number, parse_number
-from supercorrect.problems import DataSpec, generate_synthetic, load_problems
+from supercorrect.data import DataSpec, generate_synthetic, load_problems
 from supercorrect.schema import Problem, RefStep
 from supercorrect.teachers.base import CorrectionRequest
 from supercorrect.teachers.reference import ReferenceTeacher, locate_first_error, show_expr, step_text

@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from test_dpo_distributed import DPO_CLI, accelerate_2proc, dpo_cli_env  # the 2-process launch helpers
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from supercorrect.trainers.dpo import CrossDPOConfig, LoraSettings, build_trainer, train_cross_dpo
+from supercorrect.trainers.common import LoraConfig
+from supercorrect.trainers.dpo import build_trainer, train_cross_dpo
+from supercorrect.trainers.dpo_config import CrossDPOConfig
 from supercorrect.trainers.shared_prefix import (
     CHOSEN,
     PREFIX,
@@ -216,7 +218,7 @@ def test_loss_and_gradients_equal_plain_two_sequence_forwards(
     tiny_model_dir, perturbed_dir, pairs, tmp_path, variant
 ):
     if variant == "lora":  # the policy is the base + a random non-zero adapter, the reference the base
-        cfg = quick_cfg(lora=LoraSettings(r=4, alpha=8))
+        cfg = quick_cfg(lora=LoraConfig(r=4, alpha=8))
         trainer, _ = build_trainer(str(tiny_model_dir), pairs, str(tmp_path), cfg)
         torch.manual_seed(2)
         with torch.no_grad():

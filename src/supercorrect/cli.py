@@ -17,6 +17,7 @@ EPILOG = """examples:
   supercorrect templates configs/demo.yaml           # one stage alone (reads the previous stage's artifact)
   supercorrect evaluate configs/demo.yaml --model hsft
   supercorrect run configs/demo.yaml --set hsft.epochs=1 --set name=quick
+  supercorrect run configs/stage1.yaml --set recipe=cot-sft   # another recipe on the same data (see `recipes`)
   supercorrect check-grader --data ../shared/data    # rule-based grader against real reference answers
 
 A run writes everything under runs/<name>/<stage>/ with a manifest.json per stage; see README.md."""
@@ -36,7 +37,7 @@ def _overrides(pairs: list[str]) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .pipeline import STAGES
+    from .stages.registry import STAGES
 
     parser = argparse.ArgumentParser(
         prog="supercorrect",
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--force", action="store_true", help="redo the stage even if it is up to date")
         return p
 
-    p = with_config(sub.add_parser("run", help="run all stages of a config in order (resumes a killed run)"))
+    p = with_config(sub.add_parser("run", help="run the config's recipe (or its `stages:`) in order (resumes a killed run)"))
     p.add_argument("--stages", help="comma-separated subset of stages to run, in order")
     for name, d in STAGES.items():
         if name.startswith("eval-"):
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare-model", help="convert the embedded default model once and print its folder")
     p.add_argument("name", nargs="?", default="smollm2-135m")
     sub.add_parser("stages", help="list the stages")
+    sub.add_parser("recipes", help="list the recipes (a run config picks one with `recipe:`)")
     return parser
 
 
@@ -89,11 +91,18 @@ def main(argv: list[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from .config import load_config
     from .io import run_lock
-    from .pipeline import STAGES, run_pipeline, run_stage
+    from .pipeline import run_pipeline, run_stage
+    from .stages.registry import STAGES
 
     if args.command == "stages":
         for name, d in STAGES.items():
             print(f"{name:20s} {d.help}")
+        return 0
+    if args.command == "recipes":
+        from .recipes.registry import RECIPES
+
+        for name, r in RECIPES.items():
+            print(f"{name:20s} {r.summary}")
         return 0
     if args.command == "prepare-model":
         from .models import resolve_model

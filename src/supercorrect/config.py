@@ -1,5 +1,9 @@
 """The run config: one YAML file for a whole run, validated up front.
 
+Sections that belong to one part live beside it and are used here as they are: the trainers' settings
+(`trainers/sft_config.py`, `trainers/dpo_config.py`) and the problem sets (`data/spec.py`). The sections a recipe
+uses are listed by the recipe (`recipes/`).
+
 Every section is a pydantic model with `extra="forbid"`, so a misspelt key or a wrong type is a one-line error
 naming the file and the key. `load_config(path)` is the only entry point; stages receive the validated object.
 """
@@ -12,9 +16,12 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .data.spec import DataSpec
 from .errors import UserError
 from .io import sha256_json
-from .problems import DataSpec
+from .recipes.registry import RECIPES
+from .trainers.dpo_config import CrossDPOConfig
+from .trainers.sft_config import SFTConfig
 
 
 class Section(BaseModel):
@@ -71,28 +78,6 @@ class GenerationConfig(Section):
     vllm_gpu_memory_utilization: float = Field(0.2, gt=0, le=1)
 
 
-class LoraConfig(Section):
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
-    target_modules: list[str] | str = "all-linear"
-
-
-class TrainConfig(Section):
-    epochs: float = Field(4.0, gt=0)
-    learning_rate: float = Field(2e-5, gt=0)
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = Field(0.02, ge=0, le=1)
-    batch_size: int = Field(8, ge=1)  # per device
-    grad_accum: int = Field(1, ge=1)
-    max_length: int = Field(1024, ge=16)
-    weight_decay: float = Field(0.0, ge=0)
-    lora: LoraConfig | None = None
-    logging_steps: int = Field(5, ge=1)
-    save_steps: int | None = Field(None, ge=1)  # checkpoint every N steps (resume point); None = end only
-    bf16: bool = False
-
-
 class TemplatesConfig(Section):
     data: str = "train"  # which entry of `data` to transform
 
@@ -126,40 +111,22 @@ class CorrectConfig(Section):
     student_max_new_tokens: int = Field(160, ge=1)  # the student's own analysis of step k
 
 
-class DPOConfig(Section):
-    beta: float = Field(0.4, gt=0)
-    learning_rate: float = Field(1e-6, gt=0)
-    epochs: float = Field(8.0, gt=0)
-    batch_size: int = Field(4, ge=1)  # per device; global = batch_size * grad_accum * processes
-    grad_accum: int = Field(1, ge=1)
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    max_length: int = Field(1024, ge=16)
-    lora: LoraConfig | None = None
-    logging_steps: int = Field(1, ge=1)
-    save_steps: int | None = Field(None, ge=1)
-    loss_type: str = "sigmoid"
-    precompute_ref_log_probs: bool = False
-    bf16: bool = False
-    shared_prefix: bool = True  # one [prompt | chosen | rejected] sequence per pair; false: TRL's 2 rows
-    max_pairs: int | None = Field(None, ge=1)  # train on the first N pairs of the artifact (default: all)
-
-
 class RunConfig(Section):
     name: str
     seed: int = 0
     run_root: str = "runs"  # the run folder is <run_root>/<name>
-    stages: list[str] | None = None  # default: the stage-1 pipeline, see pipeline.DEFAULT_STAGES
+    recipe: str = "supercorrect"  # which method this run is (`supercorrect recipes` lists them)
+    stages: list[str] | None = None  # a subset of stages to run instead of the recipe's (default: all of them)
     student: StudentConfig = StudentConfig()
     teacher: TeacherConfig = TeacherConfig()
     generation: GenerationConfig = GenerationConfig()
     data: dict[str, DataSpec]  # named problem sets, e.g. train / test / gsm8k_test
     templates: TemplatesConfig = TemplatesConfig()
-    hsft: TrainConfig = TrainConfig()
+    hsft: SFTConfig = SFTConfig()  # trainers/sft_config.py
     evaluate: EvalConfig = EvalConfig()
     sample: SampleConfig = SampleConfig()
     correct: CorrectConfig = CorrectConfig()
-    cross_dpo: DPOConfig = DPOConfig()
+    cross_dpo: CrossDPOConfig = CrossDPOConfig()  # trainers/dpo_config.py
 
     # Where the config file lives: relative data paths resolve against it. Not part of the YAML.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
@@ -169,6 +136,13 @@ class RunConfig(Section):
     def _safe_name(cls, v: str) -> str:
         if not v or any(c in v for c in "/\\") or v in {".", ".."}:
             raise ValueError("must be a plain folder name (no slashes)")
+        return v
+
+    @field_validator("recipe")
+    @classmethod
+    def _known_recipe(cls, v: str) -> str:
+        if v not in RECIPES:
+            raise ValueError(f"unknown recipe {v!r} (known: {', '.join(RECIPES)})")
         return v
 
     @property

@@ -18,15 +18,15 @@ from collections import Counter
 
 from .. import prompts, xmlformat
 from ..config import RunConfig
+from ..data import load_problems
 from ..generation import SamplingSettings, generate_resumable, make_backend
 from ..grading import Grader
 from ..io import read_jsonl, write_jsonl
 from ..models import chat_prompt
-from ..problems import load_problems
 from ..teachers import CorrectionRequest, make_teacher
 from ..teachers.llm import format_steps
 from . import Stage, teacher_check
-from .evaluate import model_path
+from .common import StageDef, model_path
 
 
 def stage(cfg: RunConfig) -> Stage:
@@ -121,3 +121,7 @@ def run(cfg: RunConfig) -> dict:
     teacher_check.enforce(cfg, "correct", asked, st.dir / "corrections.jsonl")
     return st.finish(counts, teacher=teacher.describe(), teacher_usage=teacher.usage())
 
+
+STAGE = StageDef(
+    "correct", "teacher locates and corrects the first wrong step; the student writes its own", stage, run
+)

@@ -11,32 +11,17 @@ import sys
 
 from .. import prompts, xmlformat
 from ..config import RunConfig
+from ..data import load_optional
 from ..errors import UserError
 from ..generation import SamplingSettings, generate_resumable, make_backend
 from ..grading import Grader
 from ..io import write_json, write_jsonl
 from ..metrics import mean, summarize
-from ..models import chat_prompt, resolve_model
-from ..problems import load_optional
+from ..models import chat_prompt
 from ..teachers import CorrectionRequest, make_teacher
 from ..teachers.llm import format_steps
 from . import Stage
-
-TRAINED = ("hsft", "cross-dpo", "cot-sft", "instance-dpo")
-STOP = {"ht": ("</Answer>",), "cot": ()}
-
-
-def model_path(cfg: RunConfig, tag: str) -> str:
-    """`base` is the configured student; any other tag is the model a training stage wrote."""
-    if tag == "base":
-        try:
-            return resolve_model(cfg.student.model)
-        except UserError as e:
-            raise UserError(f"student.model: {e}") from None
-    path = cfg.run_dir / tag / "model"
-    if not (path / "config.json").exists():
-        raise UserError(f"no model from stage {tag!r} at {path}: run `supercorrect {tag}` first")
-    return str(path)
+from .common import STOP, StageDef, model_path
 
 
 def self_correction(cfg, st, set_name, backend, grader, problems, greedy, max_new) -> dict:
@@ -190,3 +175,14 @@ def run(cfg: RunConfig, tag: str = "base", prompt: str | None = None) -> dict:
         backend.close()
     write_json(st.dir / "summary.json", summaries)
     return st.finish({"sets": len(summaries), "new_tokens": tokens}, model=tag, prompt=prompt, summary=summaries)
+
+
+def stage_def(tag: str, prompt: str | None = None) -> StageDef:
+    """The `eval-<tag>` stage (`eval-base-cot` with the CoT prompt) for the model stage `tag` writes."""
+    what = "the base student" if tag == "base" else f"the {tag} model"
+    return StageDef(
+        f"eval-{tag}" + ("-cot" if prompt == "cot" else ""),
+        f"evaluate {what}" + (" with the plain CoT prompt" if prompt == "cot" else ""),
+        lambda cfg: stage(cfg, tag, prompt),
+        lambda cfg: run(cfg, tag, prompt),
+    )

@@ -13,7 +13,7 @@ from ..errors import UserError
 from ..io import atomic_write_text, read_jsonl
 from ..trainers.sft import train_sft
 from . import Stage
-from .evaluate import model_path
+from .common import StageDef, model_path
 
 
 def stage(cfg: RunConfig) -> Stage:
@@ -56,3 +56,6 @@ def run(cfg: RunConfig) -> dict:
         flush=True,
     )
     return st.finish({"examples": len(rows), "steps": metrics["steps"]}, metrics=metrics)
+
+
+STAGE = StageDef("hsft", "hierarchical thought-template SFT of the student", stage, run, trains=True)

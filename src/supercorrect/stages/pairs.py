@@ -1,4 +1,4 @@
-"""Stage `pairs`: build Cross-DPO preference pairs (see `supercorrect.pairs`) from the located corrections.
+"""Stage `pairs`: build Cross-DPO preference pairs (see `supercorrect.pair_builder`) from the located corrections.
 
 Keeps only pairs whose teacher correction leads to the right final answer. Writes `pairs.jsonl` (prompt,
 chosen, rejected, step; loadable with `datasets.load_dataset("json", ...)`) and reports the prefix:completion
@@ -11,13 +11,13 @@ from collections import Counter
 
 from .. import prompts
 from ..config import RunConfig
+from ..data import load_problems
 from ..io import read_jsonl, write_jsonl
 from ..metrics import mean
 from ..models import chat_prompt, load_tokenizer
-from ..pairs import build_pair
-from ..problems import load_problems
+from ..pair_builder import build_pair
 from . import Stage
-from .evaluate import model_path
+from .common import StageDef, model_path
 
 
 def stage(cfg: RunConfig) -> Stage:
@@ -66,3 +66,6 @@ def run(cfg: RunConfig) -> dict:
     }
     print(f"[pairs] {len(pairs)} pairs; prefix:completion token ratio {counts['prefix_to_completion_ratio']}")
     return st.finish(counts)
+
+
+STAGE = StageDef("pairs", "build Cross-DPO preference pairs (prefix continued, one-step completions)", stage, run)

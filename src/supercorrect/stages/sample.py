@@ -10,14 +10,14 @@ from collections import Counter
 
 from .. import prompts, xmlformat
 from ..config import RunConfig
+from ..data import load_problems
 from ..errors import UserError
 from ..generation import SamplingSettings, generate_resumable, make_backend
 from ..grading import Grader
 from ..io import write_jsonl
 from ..models import chat_prompt
-from ..problems import load_problems
 from . import Stage
-from .evaluate import STOP, model_path
+from .common import STOP, StageDef, model_path
 
 
 def stage(cfg: RunConfig) -> Stage:
@@ -86,3 +86,8 @@ def run(cfg: RunConfig) -> dict:
     }
     print(f"[sample] {counts['correct']}/{len(rows)} right; {len(wrong)} wrong solutions kept", flush=True)
     return st.finish(counts)
+
+
+STAGE = StageDef(
+    "sample", "the HSFT student samples k solutions per training problem; keep the wrong ones", stage, run
+)

@@ -13,11 +13,13 @@ from collections import Counter
 
 from .. import prompts, xmlformat
 from ..config import RunConfig
+from ..data import load_problems_with_report
+from ..errors import UserError
 from ..grading import Grader
 from ..io import write_jsonl
-from ..problems import load_problems_with_report
 from ..teachers import make_teacher
 from . import Stage, teacher_check
+from .common import StageDef
 
 
 def stage(cfg: RunConfig) -> Stage:
@@ -28,8 +30,6 @@ def stage(cfg: RunConfig) -> Stage:
 
 
 def run(cfg: RunConfig) -> dict:
-    from ..errors import UserError
-
     st = stage(cfg)
     if cfg.templates.data not in cfg.data:
         raise UserError(f"templates.data: no data set named {cfg.templates.data!r} (have: {', '.join(cfg.data)})")
@@ -90,3 +90,8 @@ def run(cfg: RunConfig) -> dict:
         data={"location": load_report.location, "rows_read": load_report.rows_read,
               "skipped": [{"line": line, "reason": why} for line, why in load_report.skipped[:100]]},
     )  # fmt: skip
+
+
+STAGE = StageDef(
+    "templates", "teacher turns reference solutions into hierarchical templates", stage, run
+)

@@ -10,68 +10,20 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..config import LoraConfig, TrainConfig
-
-
-def peft_config(lora: LoraConfig | None):
-    """The run config's `lora:` block as a peft config (one mapping, shared with the DPO trainer)."""
-    if lora is None:
-        return None
-    from .dpo import LoraSettings
-
-    return LoraSettings(**lora.model_dump()).to_peft()
-
-
-def last_checkpoint(folder: str | Path) -> str | None:
-    """The newest COMPLETE `checkpoint-N` in `folder`, or None.
-
-    The Trainer writes a checkpoint in place, `trainer_state.json` last, so a run killed while saving leaves a
-    newest folder without it (or with a torn one), and resuming from that folder fails. Such folders are skipped
-    and removed (the resumed run saves that step again); the newest one with a readable state is returned.
-    """
-    import json
-    import re
-    import shutil
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    steps = {}
-    for p in folder.iterdir():
-        m = re.fullmatch(r"checkpoint-(\d+)", p.name)
-        if m and p.is_dir():
-            steps[int(m.group(1))] = p
-    for step in sorted(steps, reverse=True):
-        path = steps[step]
-        try:
-            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            shutil.rmtree(path, ignore_errors=True)  # half-written by a killed run
-            continue
-        return str(path)
-    return None
-
-
-def save_final(trainer, tokenizer, out: Path) -> None:
-    """Save a plain model folder (LoRA adapters merged) that every later stage loads like any checkpoint."""
-    model = trainer.model
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    if trainer.accelerator.is_main_process:
-        model.save_pretrained(out)
-        tokenizer.save_pretrained(out)
+from ..models import load_tokenizer, torch_dtype
+from .common import last_checkpoint, peft_config, save_final
+from .sft_config import SFTConfig
 
 
 def train_sft(
-    model_path: str, rows: list[dict], output_dir: str | Path, cfg: TrainConfig, seed: int = 0, dtype: str = "float32"
+    model_path: str, rows: list[dict], output_dir: str | Path, cfg: SFTConfig, seed: int = 0, dtype: str = "float32"
 ) -> dict:
     """rows: {"prompt": user text, "completion": assistant text}. Returns training metrics; the model and
     tokenizer are saved to `<output_dir>/model`."""
+    # torch, datasets and TRL load only when a stage trains, so the CLI and the configs import fast.
     import torch
+    import trl
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
-
-    from ..models import load_tokenizer, torch_dtype
 
     out = Path(output_dir)
     ckpt_dir = out / "checkpoints"
@@ -85,7 +37,7 @@ def train_sft(
             for r in rows
         ]
     )
-    args = SFTConfig(
+    args = trl.SFTConfig(
         output_dir=str(ckpt_dir),
         num_train_epochs=cfg.epochs,
         learning_rate=cfg.learning_rate,
@@ -110,7 +62,7 @@ def train_sft(
         # join one gloo group instead of training unsynced copies (see that file).
         use_cpu=not torch.accelerator.is_available(),
     )
-    trainer = SFTTrainer(
+    trainer = trl.SFTTrainer(
         model=model_path,
         args=args,
         train_dataset=data,

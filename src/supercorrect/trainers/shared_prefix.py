@@ -48,7 +48,7 @@ from trl.models import prepare_deepspeed
 from trl.models.utils import disable_gradient_checkpointing
 from trl.trainer.utils import use_adapter
 
-from .dpo import TOKEN_COLUMNS, CrossDPOTrainer
+from .dpo_trainer import TOKEN_COLUMNS, CrossDPOTrainer
 
 logger = logging.getLogger(__name__)
 

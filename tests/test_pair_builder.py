@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from supercorrect import xmlformat
-from supercorrect.pairs import COMMON_SPECIAL_TOKENS, build_pair, step_block
+from supercorrect.pair_builder import COMMON_SPECIAL_TOKENS, build_pair, step_block
 
 FUZZ = settings(
     max_examples=int(os.environ.get("SC_FUZZ_EXAMPLES", "200")),

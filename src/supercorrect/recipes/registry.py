@@ -1,0 +1,11 @@
+"""Every recipe, by name, in the order `supercorrect recipes` lists them. A new method: one line here."""
+
+from __future__ import annotations
+
+from . import baselines, supercorrect
+from .base import Recipe
+
+RECIPES: dict[str, Recipe] = {
+    r.name: r
+    for r in (supercorrect.SUPERCORRECT, supercorrect.STAGE1, baselines.COT_SFT, baselines.INSTANCE_DPO)
+}

@@ -1,0 +1,30 @@
+"""SuperCorrect (Yang et al., ICLR 2025, arXiv 2410.09008): HSFT, then Cross-DPO, with the paper's ablation
+baselines (Table 2: CoT SFT, instance-level DPO) evaluated on the same sets, and the report.
+
+`stage1` is the first half alone: hierarchical thought-template SFT.
+"""
+
+from __future__ import annotations
+
+from .base import COMMON_SECTIONS, Recipe
+
+PAPER = "Yang et al., SuperCorrect, ICLR 2025 (arXiv 2410.09008)"
+HSFT_STAGES = ("eval-base", "templates", "hsft", "eval-hsft")
+CROSS_DPO_STAGES = ("sample", "correct", "pairs", "cross-dpo", "eval-cross-dpo")
+BASELINE_STAGES = ("cot-sft", "eval-cot-sft", "instance-dpo", "eval-instance-dpo")
+
+SUPERCORRECT = Recipe(
+    name="supercorrect",
+    summary="HSFT + Cross-DPO with the ablation baselines (CoT SFT, instance DPO) and the report",
+    stages=(*HSFT_STAGES, *CROSS_DPO_STAGES, *BASELINE_STAGES, "report"),
+    sections=(*COMMON_SECTIONS, "templates", "hsft", "sample", "correct", "cross_dpo"),
+    paper=PAPER,
+)
+
+STAGE1 = Recipe(
+    name="stage1",
+    summary="SuperCorrect stage 1 alone: hierarchical thought-template SFT (HSFT), evaluated, and the report",
+    stages=(*HSFT_STAGES, "report"),
+    sections=(*COMMON_SECTIONS, "templates", "hsft"),
+    paper=PAPER,
+)
