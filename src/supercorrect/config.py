@@ -111,6 +111,24 @@ class TemplatesConfig(Section):
     data: str = "train"  # which entry of `data` to transform
 
 
+class JudgeConfig(TeacherConfig):
+    """`evaluate.judge`: an LLM that decides correctness from the problem, the reference answer and the solution
+    (the official SuperCorrect evaluation used gpt-4o-mini-2024-07-18). Any OpenAI-compatible endpoint; the same
+    client, cache and spend caps as the API teacher (see judge.py). Its cache and ledger default to
+    <run_dir>/judge_cache and <run_dir>/judge_spend.jsonl."""
+
+    kind: Literal["openai"] = "openai"
+    model: str | None = "gpt-4o-mini-2024-07-18"
+    max_tokens: int = Field(512, ge=1)
+    min_success_rate: float = Field(0.0, ge=0, le=1)  # unused: a failed judgement is counted, never fatal
+
+
+class GradingConfig(Section):
+    """The `grading:` block: how a final answer is read from a model's text (equivalence: Math-Verify)."""
+
+    extractor: Literal["default", "qwen"] = "default"  # ours (<Answer>, box, last number) or Qwen2.5-Math's
+
+
 class EvalConfig(Section):
     """The `evaluate:` block: what every `eval-<model>` stage measures."""
 
@@ -124,6 +142,7 @@ class EvalConfig(Section):
     error_location: bool = False  # with self-correction: does its trace point at the teacher's step k?
     temperature: float = Field(0.7, ge=0)
     max_new_tokens: int | None = None  # default: generation.max_new_tokens
+    judge: JudgeConfig | None = None  # optional LLM judge beside the rule-based grade (judge.py)
 
 
 class SampleConfig(Section):
@@ -171,6 +190,7 @@ class RunConfig(Section):
     templates: TemplatesConfig = TemplatesConfig()
     hsft: TrainConfig = TrainConfig()
     evaluate: EvalConfig = EvalConfig()
+    grading: GradingConfig = GradingConfig()
     sample: SampleConfig = SampleConfig()
     correct: CorrectConfig = CorrectConfig()
     cross_dpo: DPOConfig = DPOConfig()
@@ -195,6 +215,11 @@ class RunConfig(Section):
         dump = self.model_dump(mode="json")
         if isinstance(dump.get("teacher"), dict):
             dump["teacher"] = {k: v for k, v in dump["teacher"].items() if k not in TeacherConfig.OPERATIONAL}
+        ev = dump.get("evaluate")
+        if isinstance(ev, dict):  # no judge hashes as before judges existed; a judge's operational keys never count
+            judge = ev.pop("judge", None)
+            if judge is not None:
+                ev["judge"] = {k: v for k, v in judge.items() if k not in TeacherConfig.OPERATIONAL}
         return sha256_json({n: dump.get(n) for n in names})[:16]
 
 
