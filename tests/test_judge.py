@@ -173,3 +173,20 @@ def test_judge_on_the_real_llama_server(tmp_path: Path, tmp_path_factory) -> Non
         finally:
             proxy.stop()
 
+
+
+def test_judge_through_the_batch_api(tmp_path: Path) -> None:
+    """`evaluate.judge.batch: true`: the judge's requests go as one batch (loopback files+batches server), land in
+    the judge cache, and a re-run sends nothing."""
+    from batch_server import BatchServer
+
+    with BatchServer() as server:
+        cfg = cfg_with_judge(tmp_path, server.url, batch=True, batch_poll_s=0.02)
+        rows, problems = rows_and_problems()
+        summary = judge_rows(make_judge(cfg), rows, problems)
+        # the batch server answers "echo <hash>": no verdict in it, so every row is unparsed, none failed
+        assert summary["unparsed"] == 4 and summary["failed"] == 0
+        assert server.created == 1 and server.live == 0 and sum(server.paid.values()) == 4
+        calls = sum(server.calls.values())
+        judge_rows(make_judge(cfg), rows_and_problems()[0], problems)
+        assert sum(server.calls.values()) == calls

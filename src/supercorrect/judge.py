@@ -28,6 +28,7 @@ from .schema import Problem
 
 JUDGE_CACHE = "judge_cache"
 JUDGE_LEDGER = "judge_spend.jsonl"
+JUDGE_BATCHES = "judge_batches"
 MAX_REPLY_CHARS = 20_000  # a longer reply is not read (untrusted text, bounded work)
 _OBJECT = re.compile(r"\{[^{}]{0,2000}\}")
 _PAIR = re.compile(r"""["']?correct["']?\s*[:=]\s*["']?(true|false|yes|no)\b""", re.I)
@@ -60,16 +61,18 @@ def conversation(problem: Problem, solution: str) -> list[dict[str, Any]]:
 
 
 def make_judge(cfg: RunConfig):
-    """The judge's chat client (an `OpenAIChat`), or None when `evaluate.judge` is not set."""
+    """The judge's chat client (an `OpenAIChat`, or a `BatchChat` with `evaluate.judge.batch: true`), or None
+    when `evaluate.judge` is not set."""
     j = cfg.evaluate.judge
     if j is None:
         return None
     from .errors import UserError
-    from .teachers import make_openai_chat
+    from .teachers import batched, make_openai_chat
 
     if not j.model:
         raise UserError("evaluate.judge.model is required")
-    return make_openai_chat(j, cfg.run_dir / JUDGE_CACHE, cfg.run_dir / JUDGE_LEDGER)
+    chat = make_openai_chat(j, cfg.run_dir / JUDGE_CACHE, cfg.run_dir / JUDGE_LEDGER)
+    return batched(chat, j, cfg.run_dir / JUDGE_BATCHES) if j.batch else chat  # batch: the Batch API, half price
 
 
 def judge_rows(chat: Any, rows: list[dict], problems: Sequence[Problem], desc: str = "judge") -> dict[str, Any]:

@@ -38,6 +38,16 @@ def make_openai_chat(t, default_cache: Path, ledger: Path):
     )
 
 
+def batched(chat, t, state_dir: Path):
+    """A `BatchChat` (OpenAI Batch API) over `chat`, configured by a teacher-like section's `batch_*` keys."""
+    from .openai_batch import BatchChat
+
+    return BatchChat(
+        chat, state_dir=state_dir, poll_s=t.batch_poll_s, max_wait_s=t.batch_max_wait_s, retry=t.batch_retry,
+        max_rounds=t.batch_max_rounds, max_requests=t.batch_max_requests,
+    )  # fmt: skip
+
+
 def make_teacher(cfg, run_dir: Path) -> Teacher:
     """Build the teacher named by the run config's `teacher` section."""
     t = cfg.teacher
@@ -53,12 +63,7 @@ def make_teacher(cfg, run_dir: Path) -> Teacher:
     if t.kind == "openai":
         chat = make_openai_chat(t, run_dir / "teacher_cache", run_dir / SPEND_LEDGER)
         if t.batch:
-            from .openai_batch import BatchChat
-
-            batch = BatchChat(
-                chat, state_dir=run_dir / BATCH_DIR, poll_s=t.batch_poll_s, max_wait_s=t.batch_max_wait_s,
-                retry=t.batch_retry, max_rounds=t.batch_max_rounds, max_requests=t.batch_max_requests,
-            )  # fmt: skip
+            batch = batched(chat, t, run_dir / BATCH_DIR)
             return LLMTeacher(batch.chat_many, name=f"openai-batch:{t.model}", usage=chat.usage.to_dict,
                               info=batch.describe())  # fmt: skip
         return LLMTeacher.from_openai(chat)

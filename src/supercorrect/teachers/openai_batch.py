@@ -98,6 +98,10 @@ class BatchChat:
     def usage(self) -> Any:
         return self.chat.usage
 
+    @property
+    def model(self) -> str:
+        return self.chat.model
+
     def describe(self) -> dict[str, Any]:
         return {**self.chat.describe(), "batch_api": True, "batch_retry": self.retry}
 
