@@ -55,17 +55,31 @@ class TeacherConfig(Section):
     # free). A request is sent only if its worst case fits; when one does not, the stage stops with exit 2.
     max_spend_usd: float | None = Field(None, gt=0)  # needs price_in_per_1m and price_out_per_1m
     max_total_tokens: int | None = Field(None, ge=1)  # prompt + completion tokens
+    # OpenAI Batch API (teachers.openai_batch): the same requests at the batch price, answered within 24 h. The
+    # batch ids are kept in <run_dir>/teacher_batches, so a killed stage resumes polling instead of paying again.
+    batch: bool = False
+    batch_price_in_per_1m: float | None = None  # default: half of price_in_per_1m (OpenAI's batch discount)
+    batch_price_out_per_1m: float | None = None  # default: half of price_out_per_1m
+    batch_poll_s: float = Field(30.0, gt=0)  # seconds between status checks
+    batch_max_wait_s: float | None = Field(None, gt=0)  # stop waiting (the batch runs on; a re-run resumes it)
+    batch_retry: Literal["live", "batch", "none"] = "live"  # failed lines: live calls, a new batch, or not at all
+    batch_max_rounds: int = Field(2, ge=0)  # with batch_retry=batch: at most this many new batches
+    batch_max_requests: int = Field(50_000, ge=1)  # per batch (the API's limit); more are split
 
     # How hard and how long to try, not what is asked: changing these never redoes a finished stage.
     OPERATIONAL: ClassVar[frozenset[str]] = frozenset(
         {"api_key_env", "max_concurrency", "max_retries", "timeout_s", "price_in_per_1m", "price_out_per_1m",
-         "backoff_base_s", "backoff_max_s", "min_success_rate", "max_spend_usd", "max_total_tokens"}
+         "backoff_base_s", "backoff_max_s", "min_success_rate", "max_spend_usd", "max_total_tokens", "batch",
+         "batch_price_in_per_1m", "batch_price_out_per_1m", "batch_poll_s", "batch_max_wait_s", "batch_retry",
+         "batch_max_rounds", "batch_max_requests"}
     )  # fmt: skip
 
     @model_validator(mode="after")
     def _priced_cap(self) -> TeacherConfig:
         if self.max_spend_usd is not None and (self.price_in_per_1m is None or self.price_out_per_1m is None):
             raise ValueError("max_spend_usd needs price_in_per_1m and price_out_per_1m (USD per million tokens)")
+        if self.batch and self.kind != "openai":
+            raise ValueError(f"batch: true needs kind: openai (the Batch API), not {self.kind!r}")
         return self
 
 
@@ -82,6 +96,24 @@ class TemplatesConfig(Section):
     data: str = "train"  # which entry of `data` to transform
 
 
+class JudgeConfig(TeacherConfig):
+    """`evaluate.judge`: an LLM that decides correctness from the problem, the reference answer and the solution
+    (the official SuperCorrect evaluation used gpt-4o-mini-2024-07-18). Any OpenAI-compatible endpoint; the same
+    client, cache and spend caps as the API teacher (see judge.py). Its cache and ledger default to
+    <run_dir>/judge_cache and <run_dir>/judge_spend.jsonl."""
+
+    kind: Literal["openai"] = "openai"
+    model: str | None = "gpt-4o-mini-2024-07-18"
+    max_tokens: int = Field(512, ge=1)
+    min_success_rate: float = Field(0.0, ge=0, le=1)  # unused: a failed judgement is counted, never fatal
+
+
+class GradingConfig(Section):
+    """The `grading:` block: how a final answer is read from a model's text (equivalence: Math-Verify)."""
+
+    extractor: Literal["default", "qwen"] = "default"  # ours (<Answer>, box, last number) or Qwen2.5-Math's
+
+
 class EvalConfig(Section):
     """The `evaluate:` block: what every `eval-<model>` stage measures."""
 
@@ -95,6 +127,7 @@ class EvalConfig(Section):
     error_location: bool = False  # with self-correction: does its trace point at the teacher's step k?
     temperature: float = Field(0.7, ge=0)
     max_new_tokens: int | None = None  # default: generation.max_new_tokens
+    judge: JudgeConfig | None = None  # optional LLM judge beside the rule-based grade (judge.py)
 
 
 class SampleConfig(Section):
@@ -124,6 +157,7 @@ class RunConfig(Section):
     templates: TemplatesConfig = TemplatesConfig()
     hsft: SFTConfig = SFTConfig()  # trainers/sft_config.py
     evaluate: EvalConfig = EvalConfig()
+    grading: GradingConfig = GradingConfig()
     sample: SampleConfig = SampleConfig()
     correct: CorrectConfig = CorrectConfig()
     cross_dpo: CrossDPOConfig = CrossDPOConfig()  # trainers/dpo_config.py
@@ -155,6 +189,11 @@ class RunConfig(Section):
         dump = self.model_dump(mode="json")
         if isinstance(dump.get("teacher"), dict):
             dump["teacher"] = {k: v for k, v in dump["teacher"].items() if k not in TeacherConfig.OPERATIONAL}
+        ev = dump.get("evaluate")
+        if isinstance(ev, dict):  # no judge hashes as before judges existed; a judge's operational keys never count
+            judge = ev.pop("judge", None)
+            if judge is not None:
+                ev["judge"] = {k: v for k, v in judge.items() if k not in TeacherConfig.OPERATIONAL}
         return sha256_json({n: dump.get(n) for n in names})[:16]
 
 

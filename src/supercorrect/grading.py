@@ -17,7 +17,7 @@ import multiprocessing
 import re
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from fractions import Fraction
@@ -34,12 +34,14 @@ __all__ = [
     "check_reference_answers",
     "extract_answer",
     "extract_boxed",
+    "get_extractor",
 ]
 
 log = logging.getLogger(__name__)
 
 GradeReason = Literal["correct", "no_answer", "unparsable", "wrong", "timeout"]
-ExtractionSource = Literal["answer_tag", "boxed", "last_number"]
+ExtractionSource = Literal["answer_tag", "boxed", "last_number", "final_answer", "answer_phrase"]
+ExtractorName = Literal["default", "qwen"]  # `grading.extractor`: ours, or Qwen2.5-Math's harness (extract_qwen)
 
 # --------------------------------------------------------------------------------------------------------------
 # Extraction
@@ -114,6 +116,18 @@ def extract_answer(text: str) -> Extraction:
         return _extract_answer(text)
     except Exception:  # untrusted input must never crash the caller
         return Extraction(None, None)
+
+
+def get_extractor(name: str) -> Callable[[str], Extraction]:
+    """The answer extractor named by `grading.extractor`: `default` (`extract_answer`) or `qwen`
+    (`extract_qwen.extract_answer_qwen`, Qwen2.5-Math's evaluation harness)."""
+    if name == "default":
+        return extract_answer
+    if name == "qwen":
+        from .extract_qwen import extract_answer_qwen
+
+        return extract_answer_qwen
+    raise ValueError(f"unknown answer extractor {name!r}; use 'default' or 'qwen'")
 
 
 def _extract_answer(text: str) -> Extraction:
@@ -344,13 +358,14 @@ class Grader:
     A verification that runs past ``timeout_s`` has its worker killed and replaced, and is graded "timeout".
     """
 
-    def __init__(self, workers: int = 2, timeout_s: float = 5.0) -> None:
+    def __init__(self, workers: int = 2, timeout_s: float = 5.0, extractor: ExtractorName = "default") -> None:
         if workers < 1:
             raise ValueError("workers must be >= 1")
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
         self.workers = workers
         self.timeout_s = timeout_s
+        self.extract = get_extractor(extractor)
         self._ctx = multiprocessing.get_context("spawn")
         self._cond = threading.Condition()
         self._idle: list[_Worker] = []
@@ -365,14 +380,14 @@ class Grader:
 
     def grade(self, text: str, gold: str) -> Grade:
         """Extract the final answer from a model output and compare it with ``gold``."""
-        extraction = extract_answer(text)
+        extraction = self.extract(text)
         if extraction.answer is None:
             return Grade(False, "no_answer", None, None)
         return self._compare(extraction.answer, gold, extraction.source)
 
     def grade_many(self, items: list[tuple[str, str]], desc: str | None = None) -> list[Grade]:
         """Grade ``(model_text, gold_answer)`` pairs in order, using all workers; tqdm bar when ``desc``."""
-        extractions = [extract_answer(text) for text, _ in items]
+        extractions = [self.extract(text) for text, _ in items]
         return self._compare_many([(e, gold) for e, (_, gold) in zip(extractions, items, strict=True)], desc)
 
     def close(self) -> None:

@@ -160,7 +160,7 @@ def _stage_costs(run_dir: Path) -> tuple[list[str], list[list[str]]]:
             [
                 man.get("stage", m.parent.name),
                 str(man.get("seconds", "")),
-                str(u.get("requests_sent", "-")),
+                str(u.get("requests_sent", "-")) + (f" + {u['batch_requests']} in batches" if u.get("batch_requests") else ""),
                 str(u.get("cache_hits", "-")),
                 str(u.get("prompt_tokens", "-")),
                 str(u.get("completion_tokens", "-")),
@@ -195,6 +195,9 @@ def run(cfg: RunConfig) -> dict:
         parts += ["## Stage 2 data\n", *stage2, ""]
     if plot_accuracy(evals, run_dir / "report" / "accuracy.png"):
         parts.append("![accuracy per stage](accuracy.png)\n")
+    from .judge import report_section
+
+    parts += report_section(run_dir)  # protocol of each number; judge vs rule-based accuracy, disagreements
     sh, sr = self_correction_table(evals)
     if sr:
         parts += ["## Self-correction and error location\n",

@@ -14,6 +14,7 @@ NAMES = (
     "correction_plain",  # student: the same without the reference solution
     "step_verify",  # teacher, ELAD CLAER variant: verify one step at a time
     "inspector",  # second checker: repair a teacher trace whose answer is wrong
+    "judge",  # optional LLM judge of a model's final answer (evaluate.judge, judge.py)
 )
 
 

@@ -16,6 +16,7 @@ from ..errors import UserError
 from ..generation import SamplingSettings, generate_resumable, make_backend
 from ..grading import Grader
 from ..io import write_json, write_jsonl
+from ..judge import judge_rows, make_judge, protocol, write_disagreements
 from ..metrics import mean, summarize
 from ..models import chat_prompt
 from ..teachers import CorrectionRequest, make_teacher
@@ -94,7 +95,8 @@ def stage(cfg: RunConfig, tag: str, prompt: str | None = None) -> Stage:
         name,
         sections=("evaluate", "generation"),
         inputs=(tag,) if tag != "base" else (),
-        extra={"prompt": prompt, "data": specs, "model": cfg.student.model if tag == "base" else tag},
+        extra={"prompt": prompt, "data": specs, "model": cfg.student.model if tag == "base" else tag,
+               **({"extractor": cfg.grading.extractor} if cfg.grading.extractor != "default" else {})},
     )
 
 
@@ -108,6 +110,7 @@ def run(cfg: RunConfig, tag: str = "base", prompt: str | None = None) -> dict:
         if s not in cfg.evaluate.sets:
             raise UserError(f"evaluate.self_correction_sets: {s!r} is not in evaluate.sets ({cfg.evaluate.sets})")
     path = model_path(cfg, tag)
+    judge_chat = make_judge(cfg)  # before any work: a missing key fails here
     st.start()
     backend = make_backend(
         cfg.generation.backend, path, cfg.student.dtype, cfg.generation.batch_size,
@@ -117,7 +120,7 @@ def run(cfg: RunConfig, tag: str = "base", prompt: str | None = None) -> dict:
     summaries: dict[str, dict] = {}
     tokens = 0
     try:
-        with Grader() as grader:
+        with Grader(extractor=cfg.grading.extractor) as grader:
             for set_name in cfg.evaluate.sets:
                 spec = cfg.data[set_name]
                 problems, why = load_optional(spec, cfg.base_dir)
@@ -161,8 +164,12 @@ def run(cfg: RunConfig, tag: str = "base", prompt: str | None = None) -> dict:
                 grades = grader.grade_many([(r["text"], r["answer"]) for r in rows], desc=f"grade {set_name}")
                 for r, g in zip(rows, grades, strict=True):
                     r.update(correct=g.correct, reason=g.reason, predicted=g.predicted, extracted_from=g.source)
+                judged = judge_rows(judge_chat, rows, problems, f"judge {set_name}") if judge_chat is not None else None
                 write_jsonl(st.dir / set_name / "samples.jsonl", rows)
                 summaries[set_name] = summarize(rows, ks=(1, 2, 4, 8))
+                if judged is not None:
+                    summaries[set_name]["judge"] = judged
+                    write_disagreements(st.dir / set_name / "judge_disagreements.jsonl", rows)
                 sc_sets = cfg.evaluate.self_correction_sets
                 if tag in cfg.evaluate.self_correction and (sc_sets is None or set_name in sc_sets):
                     summaries[set_name]["self_correction"] = self_correction(
@@ -174,7 +181,8 @@ def run(cfg: RunConfig, tag: str = "base", prompt: str | None = None) -> dict:
     finally:
         backend.close()
     write_json(st.dir / "summary.json", summaries)
-    return st.finish({"sets": len(summaries), "new_tokens": tokens}, model=tag, prompt=prompt, summary=summaries)
+    return st.finish({"sets": len(summaries), "new_tokens": tokens}, model=tag, prompt=prompt, summary=summaries,
+                     protocol=protocol(cfg))
 
 
 def stage_def(tag: str, prompt: str | None = None) -> StageDef:

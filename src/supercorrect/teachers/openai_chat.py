@@ -26,6 +26,11 @@ server reports in `usage`. A request is sent only if its worst case (every byte 
 exceeded. With `spend_ledger` (a JSONL file; the run's stages pass `<run_dir>/teacher_spend.jsonl`) every
 response's tokens are appended there and the caps cover all earlier invocations too; cached answers are free.
 
+Batch API: `teachers.openai_batch` sends the same requests through OpenAI's Batch API at its lower price. It
+reuses this client's cache, request body (`request_body`), answer handling (`finish`) and ledger; the ledger
+marks its rows `"tier": "batch"`, and costs and caps price them with the batch prices (`batch_price_*_per_1m`,
+default half the live prices), so mixed live and batch spending is accounted at what each really cost.
+
 Secrets: the API key is read from the environment variable named by `api_key_env`. It is held in memory only,
 never written to the cache, never logged, and scrubbed from every error message.
 """
@@ -91,6 +96,10 @@ class Usage:
     completion_tokens: int = 0
     failures: dict[str, int] = field(default_factory=dict)  # final failures by kind (length included)
     cost_usd: float | None = None  # None unless both prices are given
+    # Of the above, what was answered inside Batch API batches (priced at the batch prices).
+    batch_requests: int = 0
+    batch_prompt_tokens: int = 0
+    batch_completion_tokens: int = 0
     # With a spend ledger: tokens and cost over every invocation that used it, this one included.
     cumulative_tokens: int | None = None
     cumulative_cost_usd: float | None = None
@@ -135,10 +144,13 @@ class SpendLedger:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
 
-    def totals(self) -> tuple[int, int]:
-        """(prompt tokens, completion tokens) recorded so far; a torn or bad line is skipped."""
+    def totals(self, tier: str | None = None) -> tuple[int, int]:
+        """(prompt tokens, completion tokens) recorded so far, of one tier ("live", "batch") or all; a torn or
+        bad line is skipped."""
         prompt = completion = 0
         for row in iter_jsonl_tolerant(self.path):
+            if tier is not None and row.get("tier", "live") != tier:
+                continue
             try:
                 prompt += int(row.get("prompt_tokens") or 0)
                 completion += int(row.get("completion_tokens") or 0)
@@ -146,10 +158,16 @@ class SpendLedger:
                 continue
         return prompt, completion
 
-    def add(self, model: str, prompt_tokens: int, completion_tokens: int) -> None:
+    def batch_ids(self) -> set[str]:
+        """Batches already recorded (a batch is recorded once, in one row)."""
+        return {str(r["batch_id"]) for r in iter_jsonl_tolerant(self.path) if r.get("batch_id")}
+
+    def add(self, model: str, prompt_tokens: int, completion_tokens: int, batch_id: str | None = None) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         row = {"model": model, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                "t": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+        if batch_id is not None:
+            row.update(tier="batch", batch_id=batch_id)
         # JsonlAppender drops a torn last line left by a kill first, so this row is never glued onto it.
         with JsonlAppender(self.path) as f:
             f.append(row)
@@ -283,6 +301,8 @@ class OpenAIChat:
         max_total_tokens: int | None = None,
         spend_ledger: str | os.PathLike[str] | None = None,
         progress: bool = True,
+        batch_price_in_per_1m: float | None = None,
+        batch_price_out_per_1m: float | None = None,
     ):
         if max_concurrency < 1:
             raise UserError(f"max_concurrency must be >= 1, got {max_concurrency}")
@@ -301,12 +321,16 @@ class OpenAIChat:
         self.max_tokens = max_tokens
         self.price_in_per_1m = price_in_per_1m
         self.price_out_per_1m = price_out_per_1m
+        # Batch API prices; default half the live ones (OpenAI's batch discount).
+        self.batch_price_in_per_1m = _default_half(batch_price_in_per_1m, price_in_per_1m)
+        self.batch_price_out_per_1m = _default_half(batch_price_out_per_1m, price_out_per_1m)
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self.max_spend_usd = max_spend_usd
         self.max_total_tokens = max_total_tokens
         self.ledger = SpendLedger(spend_ledger) if spend_ledger is not None else None
         self._before = self.ledger.totals() if self.ledger else (0, 0)  # spent by earlier invocations
+        self._before_batch = self.ledger.totals("batch") if self.ledger else (0, 0)  # of which in batches
         self.progress = progress
         self.usage = Usage()
         self._lock = threading.Lock()
@@ -332,6 +356,11 @@ class OpenAIChat:
     def params(self) -> dict[str, Any]:
         """The generation parameters that enter the cache key."""
         return {"temperature": self.temperature, "max_tokens": self.max_tokens}
+
+    def request_body(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """The chat-completion request for `messages` (live calls and Batch API lines send the same)."""
+        return {"model": self.model, "messages": messages, "temperature": self.temperature,
+                "max_tokens": self.max_tokens}  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -429,18 +458,20 @@ class OpenAIChat:
                 return self._fail(
                     "client_error", f"unexpected {type(e).__name__}: {self._redact(_short(str(e)))}"
                 )
-            if result.text is None:
-                return self._fail(
-                    "empty", f"no text in the completion (finish_reason={result.finish_reason})"
-                )
-            try:
-                self.cache.put(key, self._to_record(messages, result))
-            except OSError as e:  # a full or read-only disk loses the cache entry, not the answer
-                log.warning("could not write the teacher cache entry %s: %s", key[:12], e)
-            if result.finish_reason == "length":
-                result.error = _length_error(self.max_tokens)
-                self._count(failure="length")
-            return result
+            return self.finish(key, messages, result)
+
+    def finish(self, key: str, messages: list[dict[str, Any]], result: ChatResult) -> ChatResult:
+        """An answer that came back (live or from a batch): cache it; empty is a failure, truncated a note."""
+        if result.text is None:
+            return self._fail("empty", f"no text in the completion (finish_reason={result.finish_reason})")
+        try:
+            self.cache.put(key, self._to_record(messages, result))
+        except OSError as e:  # a full or read-only disk loses the cache entry, not the answer
+            log.warning("could not write the teacher cache entry %s: %s", key[:12], e)
+        if result.finish_reason == "length":
+            result.error = _length_error(self.max_tokens)
+            self._count(failure="length")
+        return result
 
     async def _attempt(self, client: Any, messages: list[dict[str, Any]], budget: _Budget | None) -> ChatResult:
         """One HTTP request, within the spend caps; its tokens are counted before its reservation is freed."""
@@ -470,27 +501,46 @@ class OpenAIChat:
     def _capped(self) -> bool:
         return self.max_spend_usd is not None or self.max_total_tokens is not None
 
-    def _over_cap(self, worst: tuple[int, int], reserved: tuple[int, int]) -> str | None:
-        """Why sending a request of worst case `worst` could break a cap, given what is spent and in flight."""
+    def _over_cap(self, worst: tuple[int, int], reserved: tuple[int, int], batch: bool = False) -> str | None:
+        """Why sending a request of worst case `worst` could break a cap, given what is spent and in flight
+        (`reserved`, priced like `worst`: at batch prices when `batch`)."""
         with self._lock:
             spent = (self._before[0] + self.usage.prompt_tokens, self._before[1] + self.usage.completion_tokens)
+            spent_usd = self._spent_usd()
         upto = (spent[0] + reserved[0] + worst[0], spent[1] + reserved[1] + worst[1])
         if self.max_total_tokens is not None and sum(upto) > self.max_total_tokens:
             return (
                 f"max_total_tokens={self.max_total_tokens} reached ({sum(spent)} tokens spent, "
                 f"this request could take up to {sum(worst)})"
             )
-        if self.max_spend_usd is not None and (self._cost(*upto) or 0.0) > self.max_spend_usd:
-            return (
-                f"max_spend_usd={self.max_spend_usd:g} reached ({self._cost(*spent) or 0.0:.4f} USD spent, "
-                f"this request could cost up to {self._cost(*worst) or 0.0:.4f})"
-            )
+        if self.max_spend_usd is not None:
+            more = (self._cost(reserved[0] + worst[0], reserved[1] + worst[1], batch) or 0.0)
+            if (spent_usd or 0.0) + more > self.max_spend_usd:
+                return (
+                    f"max_spend_usd={self.max_spend_usd:g} reached ({spent_usd or 0.0:.4f} USD spent, "
+                    f"this request could cost up to {self._cost(*worst, batch) or 0.0:.4f})"
+                )
         return None
 
-    def _cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
-        if self.price_in_per_1m is None or self.price_out_per_1m is None:
+    def _cost(self, prompt_tokens: int, completion_tokens: int, batch: bool = False) -> float | None:
+        p_in, p_out = (
+            (self.batch_price_in_per_1m, self.batch_price_out_per_1m) if batch
+            else (self.price_in_per_1m, self.price_out_per_1m)
+        )  # fmt: skip
+        if p_in is None or p_out is None:
             return None
-        return (prompt_tokens * self.price_in_per_1m + completion_tokens * self.price_out_per_1m) / 1e6
+        return (prompt_tokens * p_in + completion_tokens * p_out) / 1e6
+
+    def _spent_usd(self, earlier: bool = True) -> float | None:
+        """USD spent by this process (and by earlier invocations when `earlier`): live tokens at live prices,
+        batch tokens at batch prices. Call with the lock held."""
+        u = self.usage
+        b0 = self._before_batch if earlier else (0, 0)
+        a0 = (self._before[0] - b0[0], self._before[1] - b0[1]) if earlier else (0, 0)
+        live = self._cost(a0[0] + u.prompt_tokens - u.batch_prompt_tokens,
+                          a0[1] + u.completion_tokens - u.batch_completion_tokens)  # fmt: skip
+        batch = self._cost(b0[0] + u.batch_prompt_tokens, b0[1] + u.batch_completion_tokens, batch=True)
+        return None if live is None or batch is None else live + batch
 
     def _delay(self, attempt: int, retry_after: float | None) -> float | None:
         """Seconds before retry number `attempt + 1`; None when the server asks for more than backoff_max_s."""
@@ -505,9 +555,7 @@ class OpenAIChat:
         import openai
 
         try:
-            raw = await client.chat.completions.with_raw_response.create(
-                model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens
-            )
+            raw = await client.chat.completions.with_raw_response.create(**self.request_body(messages))
             body = raw.text
         except openai.APITimeoutError:
             raise _Failed("timeout", f"no response within {self.timeout_s:g} s") from None
@@ -539,7 +587,9 @@ class OpenAIChat:
         prompt_tokens: int = 0,
         completion_tokens: int = 0,
         failure: str | None = None,
+        batch: bool = False,
     ) -> None:
+        """Add to the usage; `batch`: the tokens were answered inside a Batch API batch."""
         with self._lock:
             u = self.usage
             u.requests_sent += requests_sent
@@ -547,13 +597,16 @@ class OpenAIChat:
             u.retries += retries
             u.prompt_tokens += prompt_tokens
             u.completion_tokens += completion_tokens
+            if batch:
+                u.batch_requests += 1
+                u.batch_prompt_tokens += prompt_tokens
+                u.batch_completion_tokens += completion_tokens
             if failure:
                 u.failures[failure] = u.failures.get(failure, 0) + 1
-            u.cost_usd = self._cost(u.prompt_tokens, u.completion_tokens)
+            u.cost_usd = self._spent_usd(earlier=False)
             if self.ledger is not None:
-                total = (self._before[0] + u.prompt_tokens, self._before[1] + u.completion_tokens)
-                u.cumulative_tokens = sum(total)
-                u.cumulative_cost_usd = self._cost(*total)
+                u.cumulative_tokens = self._before[0] + u.prompt_tokens + self._before[1] + u.completion_tokens
+                u.cumulative_cost_usd = self._spent_usd()
 
     def _redact(self, text: str) -> str:
         key = self._api_key.reveal()
@@ -604,6 +657,10 @@ def _worst_prompt_tokens(messages: list[dict[str, Any]]) -> int:
         content = m.get("content") if isinstance(m, dict) else m
         size += len((content if isinstance(content, str) else json.dumps(content, default=str)).encode()) + 8
     return size + 8
+
+
+def _default_half(price: float | None, live: float | None) -> float | None:
+    return price if price is not None else (None if live is None else live / 2)
 
 
 def _length_error(max_tokens: int) -> str:
