@@ -145,9 +145,21 @@ class DPOConfig(Section):
     max_pairs: int | None = Field(None, ge=1)  # train on the first N pairs of the artifact (default: all)
 
 
+class StatsConfig(Section):
+    """The `stats:` block: how the report and `supercorrect compare` compute intervals (see stats.py)."""
+
+    interval: Literal["wilson", "bootstrap"] = "wilson"  # accuracy interval; paired differences always bootstrap
+    level: float = Field(0.95, gt=0, lt=1)
+    bootstrap_samples: int = Field(10_000, ge=100)
+    bootstrap_seed: int = 0
+
+
 class RunConfig(Section):
     name: str
     seed: int = 0
+    # What this run varies, e.g. "xdpo-context-both": `compare` pools runs of one variant across their seeds.
+    # Default: the run name. Recorded in every manifest with the seed; it changes no stage's fingerprint.
+    variant: str | None = None
     run_root: str = "runs"  # the run folder is <run_root>/<name>
     stages: list[str] | None = None  # default: the stage-1 pipeline, see pipeline.DEFAULT_STAGES
     student: StudentConfig = StudentConfig()
@@ -160,6 +172,7 @@ class RunConfig(Section):
     sample: SampleConfig = SampleConfig()
     correct: CorrectConfig = CorrectConfig()
     cross_dpo: DPOConfig = DPOConfig()
+    stats: StatsConfig = StatsConfig()
 
     # Where the config file lives: relative data paths resolve against it. Not part of the YAML.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
