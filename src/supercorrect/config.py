@@ -139,6 +139,9 @@ class DPOConfig(Section):
     logging_steps: int = Field(1, ge=1)
     save_steps: int | None = Field(None, ge=1)
     loss_type: str = "sigmoid"
+    # RPO (Pang et al. 2024, arXiv 2404.19733): + rpo_alpha * NLL of the chosen step beside the DPO loss, as
+    # TRL's loss list ["sigmoid", "sft"] with weights [1, rpo_alpha]. 0: plain DPO.
+    rpo_alpha: float = Field(0.0, ge=0)
     precompute_ref_log_probs: bool = False
     bf16: bool = False
     shared_prefix: bool = True  # one [prompt | chosen | rejected] sequence per pair; false: TRL's 2 rows

@@ -98,6 +98,9 @@ class CrossDPOConfig:
     save_steps: int | None = None  # checkpoint every N steps (for resume); None: no checkpoints
     save_total_limit: int | None = 2
     loss_type: str = "sigmoid"
+    # RPO (arXiv 2404.19733): add rpo_alpha * the NLL of the chosen completion (TRL's "sft" loss: the mean over
+    # the batch's chosen tokens) to the DPO loss. 0: plain DPO.
+    rpo_alpha: float = 0.0
     precompute_ref_log_probs: bool = False
     bf16: bool = False
     gradient_checkpointing: bool = False
@@ -114,12 +117,22 @@ class CrossDPOConfig:
             raise UserError(f"max_length must be >= 2, got {self.max_length}")
         if self.pack_length < 0:
             raise UserError(f"pack_length must be >= 0, got {self.pack_length}")
+        if self.rpo_alpha < 0:
+            raise UserError(f"rpo_alpha must be >= 0, got {self.rpo_alpha}")
+
+    @property
+    def losses(self) -> tuple[list[str], list[float]]:
+        """TRL's loss list and weights: the DPO loss, plus the chosen NLL weighted by rpo_alpha (RPO)."""
+        if self.rpo_alpha > 0:
+            return [self.loss_type, "sft"], [1.0, self.rpo_alpha]
+        return [self.loss_type], [1.0]
 
     def to_trl(self, output_dir: str) -> DPOConfig:
         return DPOConfig(
             output_dir=output_dir,
             beta=self.beta,
-            loss_type=[self.loss_type],
+            loss_type=self.losses[0],
+            loss_weights=self.losses[1],
             learning_rate=self.learning_rate,
             num_train_epochs=self.epochs,
             max_steps=self.max_steps,
