@@ -300,6 +300,19 @@ def test_rpo_alpha_from_the_run_config_to_trl(tmp_path):
     assert rpo.loss_type == ["sigmoid", "sft"] and rpo.loss_weights == [1.0, 0.5]
 
 
+def test_rpo_alpha_at_its_default_keeps_the_fingerprint():
+    """Run folders made before rpo_alpha existed stay up to date; setting it redoes the DPO stages."""
+    from supercorrect.config import RunConfig
+    from supercorrect.io import sha256_json
+
+    data = {"test": {"kind": "synthetic", "split": "test", "n": 2}}
+    cfg = RunConfig(name="x", data=data)
+    before = {k: v for k, v in cfg.model_dump(mode="json")["cross_dpo"].items() if k != "rpo_alpha"}
+    assert cfg.section_hash("cross_dpo") == sha256_json({"cross_dpo": before})[:16]
+    rpo = RunConfig(name="x", data=data, cross_dpo={"rpo_alpha": 1.0})
+    assert rpo.section_hash("cross_dpo") != cfg.section_hash("cross_dpo")
+
+
 def test_unsupported_loss_is_refused(tiny_model_dir, pairs, tmp_path):
     with pytest.raises(ValueError, match="shared_prefix: false"):
         build_trainer(str(tiny_model_dir), pairs, str(tmp_path), quick_cfg(loss_type="nca_pair"))

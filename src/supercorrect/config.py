@@ -142,6 +142,10 @@ class DPOConfig(Section):
     # RPO (Pang et al. 2024, arXiv 2404.19733): + rpo_alpha * NLL of the chosen step beside the DPO loss, as
     # TRL's loss list ["sigmoid", "sft"] with weights [1, rpo_alpha]. 0: plain DPO.
     rpo_alpha: float = Field(0.0, ge=0)
+
+    # Keys added after run folders existed: at their default they leave the fingerprint as it was (finished
+    # stages stay finished); set to anything else, they are part of it.
+    HASHED_IF_SET: ClassVar[dict[str, Any]] = {"rpo_alpha": 0.0}
     precompute_ref_log_probs: bool = False
     bf16: bool = False
     shared_prefix: bool = True  # one [prompt | chosen | rejected] sequence per pair; false: TRL's 2 rows
@@ -197,6 +201,9 @@ class RunConfig(Section):
         dump = self.model_dump(mode="json")
         if isinstance(dump.get("teacher"), dict):
             dump["teacher"] = {k: v for k, v in dump["teacher"].items() if k not in TeacherConfig.OPERATIONAL}
+        if isinstance(dump.get("cross_dpo"), dict):
+            dump["cross_dpo"] = {k: v for k, v in dump["cross_dpo"].items()
+                                 if DPOConfig.HASHED_IF_SET.get(k, object()) != v}  # fmt: skip
         return sha256_json({n: dump.get(n) for n in names})[:16]
 
 
