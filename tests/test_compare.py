@@ -117,6 +117,9 @@ def test_compare_values(runs):
     assert (r["n"], r["pairs"], r["model_only"], r["reference_only"], r["seeds"]) == ("80", "80", "18", "4", "0,1")
     assert float(r["mcnemar_p"]) == pytest.approx(stats.mcnemar_exact(18, 4))
     assert float(r["diff"]) == pytest.approx(14 / 80)
+    # ... and resampling problems with both their seeds: wider than the stacked interval, still around the diff.
+    low, high = float(r["diff_low_by_problem"]), float(r["diff_high_by_problem"])
+    assert low <= 14 / 80 <= high and high - low > float(r["diff_high"]) - float(r["diff_low"])
     # Across seeds: mean and sample sd of the per-seed accuracies (26/40 and 20/40) and differences.
     r = _row(rows, variant="variant-a", model="cross-dpo", reference="hsft", scope="seed mean")
     assert float(r["accuracy"]) == pytest.approx(23 / 40)
@@ -144,6 +147,8 @@ def test_compare_markdown_and_files(runs, tmp_path):
     line = next(x for x in md.splitlines() if x.startswith("| variant-a | HSFT + Cross-DPO | test | seed 0 |"))
     assert "| HSFT | +25.0 | [" in line and "| 12 / 2 | 0.0129 |" in line
     assert "| variant-a | HSFT + Cross-DPO | test | pooled (0,1) | 80 |" in md
+    pooled = next(x for x in md.splitlines() if x.startswith("| variant-a | HSFT + Cross-DPO | test | pooled"))
+    assert "; by problem [+" in pooled and "| 18 / 4 |" in pooled
     assert "| variant-a | HSFT + Cross-DPO | test | mean +- sd (0,1) | 2 | 57.5 +- 10.6 (sd over 2 seeds) |" in md
     assert "stacked" in md and "McNemar" in md and "Wilson" in md
     paths = write(cmp, tmp_path / "out")

@@ -107,6 +107,28 @@ def test_paired_bootstrap_properties():
         stats.paired_bootstrap_interval([1, 0], [1])
 
 
+def test_cluster_bootstrap():
+    # k identical copies of each pair, clustered by pair: the same draws (J = n clusters) and the same means as the
+    # plain paired bootstrap of one copy; unclustered, the k copies pretend to be k times the data (narrower).
+    k = 3
+    copies_a, copies_b = [x for x in A for _ in range(k)], [x for x in B for _ in range(k)]
+    labels = [i for i in range(len(A)) for _ in range(k)]
+    one = stats.paired_bootstrap_interval(A, B, n_boot=2000, seed=0)
+    clustered = stats.paired_bootstrap_interval(copies_a, copies_b, n_boot=2000, seed=0, clusters=labels)
+    assert (clustered.low, clustered.high) == pytest.approx((one.low, one.high), abs=1e-12)
+    assert clustered.method == "paired cluster bootstrap"
+    stacked = stats.paired_bootstrap_interval(copies_a, copies_b, n_boot=2000, seed=0)
+    assert stacked.width < 0.75 * clustered.width  # about 1/sqrt(3)
+    with pytest.raises(ValueError):
+        stats.paired_bootstrap_interval(A, B, clusters=[0, 1])
+    # Through compare_paired: keys (seed, problem), clustered by problem.
+    a = {(s, i): bool(x) for s in range(k) for i, x in enumerate(A)}
+    b = {(s, i): bool(x) for s in range(k) for i, x in enumerate(B)}
+    pc = stats.compare_paired(a, b, n_boot=2000, seed=0, cluster=lambda key: key[1])
+    assert pc.n == 90 and pc.cluster_interval is not None and pc.cluster_interval.width > pc.interval.width
+    assert stats.compare_paired(a, b, n_boot=200).cluster_interval is None
+
+
 def test_bootstrap_accuracy_option_close_to_wilson():
     outcomes = [True] * 81 + [False] * (263 - 81)
     boot = stats.accuracy(outcomes, "bootstrap", n_boot=4000, seed=0)

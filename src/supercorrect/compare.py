@@ -82,8 +82,8 @@ class Settings:
     def accuracy(self, outcomes: Sequence[bool]) -> stats.Proportion:
         return stats.accuracy(outcomes, self.interval, self.level, self.bootstrap_samples, self.bootstrap_seed)
 
-    def paired(self, a: dict, b: dict) -> stats.PairedComparison:
-        return stats.compare_paired(a, b, self.level, self.bootstrap_samples, self.bootstrap_seed)
+    def paired(self, a: dict, b: dict, cluster: Any = None) -> stats.PairedComparison:
+        return stats.compare_paired(a, b, self.level, self.bootstrap_samples, self.bootstrap_seed, cluster)
 
     @property
     def pct(self) -> str:
@@ -241,8 +241,9 @@ def plot_paired(outcomes: Outcomes, settings: Settings, path: Path) -> bool:
 # ---------------------------------------------------------------------------------------------- many runs
 
 CSV_FIELDS = ["variant", "model", "model_label", "set", "scope", "seeds", "n", "correct", "accuracy", "acc_low",
-              "acc_high", "acc_sd", "reference", "pairs", "diff", "diff_low", "diff_high", "diff_sd", "model_only",
-              "reference_only", "mcnemar_p", "level", "interval"]  # fmt: skip
+              "acc_high", "acc_sd", "reference", "pairs", "diff", "diff_low", "diff_high", "diff_low_by_problem",
+              "diff_high_by_problem", "diff_sd", "model_only", "reference_only", "mcnemar_p", "level",
+              "interval"]  # fmt: skip
 
 
 @dataclass
@@ -310,8 +311,8 @@ def _rows_for(variant: str, group: list[RunInfo], seeds: list[Any], tag: str, re
     if len(out) > 1:
         seeds_text = ",".join(str(r["seeds"]) for r in out)
         row = {**base, "scope": "pooled", "seeds": seeds_text, **_acc(settings.accuracy(list(pooled_a.values())))}
-        if pooled_b:
-            row.update(_diff(settings.paired(pooled_a, pooled_b)))
+        if pooled_b:  # keys (seed, problem id): also the cluster bootstrap over problems
+            row.update(_diff(settings.paired(pooled_a, pooled_b, cluster=lambda key: key[1])))
         out.append(row)
         acc = stats.across_seeds([a for a, _ in per_seed])
         row = {**base, "scope": "seed mean", "seeds": seeds_text, "n": len(per_seed), "accuracy": acc.mean,
@@ -329,8 +330,11 @@ def _acc(p: stats.Proportion) -> dict[str, Any]:
 
 
 def _diff(pc: stats.PairedComparison) -> dict[str, Any]:
-    return {"pairs": pc.n, "diff": pc.diff, "diff_low": pc.interval.low, "diff_high": pc.interval.high,
-            "model_only": pc.a_only, "reference_only": pc.b_only, "mcnemar_p": pc.p_value}  # fmt: skip
+    out = {"pairs": pc.n, "diff": pc.diff, "diff_low": pc.interval.low, "diff_high": pc.interval.high,
+           "model_only": pc.a_only, "reference_only": pc.b_only, "mcnemar_p": pc.p_value}  # fmt: skip
+    if pc.cluster_interval is not None:
+        out.update(diff_low_by_problem=pc.cluster_interval.low, diff_high_by_problem=pc.cluster_interval.high)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -367,6 +371,8 @@ def to_markdown(cmp: Comparison) -> str:
             diff = f"{100 * r['diff']:+.1f}" + (f" +- {100 * r['diff_sd']:.1f}" if mean_row else "")
         if r.get("diff_low") is not None:
             ci = f"[{100 * r['diff_low']:+.1f}, {100 * r['diff_high']:+.1f}]"
+            if r.get("diff_low_by_problem") is not None:
+                ci += f"; by problem [{100 * r['diff_low_by_problem']:+.1f}, {100 * r['diff_high_by_problem']:+.1f}]"
             disc = f"{r['model_only']} / {r['reference_only']}"
             p = stats.format_p(r["mcnemar_p"])
         scope = r["scope"] if r["scope"] != "pooled" else f"pooled ({r['seeds']})"
@@ -386,9 +392,10 @@ def to_markdown(cmp: Comparison) -> str:
         f"({s.bootstrap_samples} resamples, seed {s.bootstrap_seed}) and the exact McNemar test on the discordant "
         "pairs (two-sided binomial test of *model only right* against Bin(discordant, 1/2)).",
         "Within a seed, pairs are matched on the problem id. *pooled*: the (seed, problem) pairs of all seeds of the "
-        "variant are stacked and treated as one sample; the same problems recur across seeds, so this pooled "
-        "interval speaks for these problems under seed variation, not for new problems. *mean +- sd*: over "
-        "seeds, each seed's accuracy (or difference) counted once.",
+        "variant are stacked and treated as one sample (interval and McNemar test); the same problems recur across "
+        "seeds, so these speak for these problems under seed variation. *by problem*: the paired interval from a "
+        "cluster bootstrap that resamples problems with all their seeds, the one to read for new problems. "
+        "*mean +- sd*: over seeds, each seed's accuracy (or difference) counted once.",
         "",
         _md_table(header, rows),
         "",

@@ -9,7 +9,9 @@ sensitive than comparing two independent intervals because most problems are sol
   Unlike the normal "Wald" interval it stays inside [0, 1] and keeps its coverage near 0% and 100%.
 - `bootstrap_interval`: percentile bootstrap of the mean of per-problem outcomes (the option for non-binary scores).
 - `paired_bootstrap_interval`: percentile bootstrap of the mean paired difference, resampling *pairs*
-  (problem, or (seed, problem) when seeds are stacked), so the correlation between the two models is kept.
+  (problem, or (seed, problem) when seeds are stacked), so the correlation between the two models is kept; with
+  `clusters`, whole clusters are resampled (all seeds of one problem together), which is the honest interval
+  when the same problems recur across seeds.
 - `mcnemar_exact`: the exact (conditional) McNemar test, a two-sided binomial test of b against Bin(b + c, 1/2) on
   the discordant pairs (b: A right and B wrong, c: the reverse); the concordant pairs carry no information about
   which model is better. Computed exactly with integer arithmetic (`math.comb`), no SciPy needed.
@@ -21,7 +23,7 @@ All randomness is a `numpy.random.Generator` seeded by the caller, so a report i
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from math import comb, sqrt
 from statistics import NormalDist
@@ -81,6 +83,7 @@ class PairedComparison:
     interval: Interval
     p_value: float
     unmatched: int = 0
+    cluster_interval: Interval | None = None  # resampling clusters of items (e.g. a problem across seeds)
 
     @property
     def diff(self) -> float:
@@ -205,15 +208,33 @@ def paired_bootstrap_interval(
     level: float = DEFAULT_LEVEL,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int | np.random.Generator = 0,
+    clusters: Sequence[Hashable] | None = None,
 ) -> Interval:
-    """Percentile bootstrap interval of mean(a - b), resampling the pairs (a[i], b[i]) together."""
+    """Percentile bootstrap interval of mean(a - b), resampling the pairs (a[i], b[i]) together.
+
+    With `clusters` (one label per pair), whole clusters are resampled and the statistic is the pooled mean
+    sum(d in drawn clusters) / (number of pairs in them): the cluster bootstrap for correlated pairs."""
     _check_level(level)
     x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if x.shape != y.shape:
         raise ValueError(f"paired samples must have the same length, got {x.shape} and {y.shape}")
     if x.size == 0:
         return Interval(-1.0, 1.0, level, "paired bootstrap")
-    return _percentile(_bootstrap_means(x - y, n_boot, _rng(seed)), level, "paired bootstrap")
+    if clusters is None:
+        return _percentile(_bootstrap_means(x - y, n_boot, _rng(seed)), level, "paired bootstrap")
+    if len(clusters) != x.size:
+        raise ValueError(f"need one cluster label per pair, got {len(clusters)} for {x.size}")
+    index = {c: i for i, c in enumerate(dict.fromkeys(clusters))}
+    labels = np.array([index[c] for c in clusters])
+    sums = np.bincount(labels, weights=x - y, minlength=len(index))
+    sizes = np.bincount(labels, minlength=len(index)).astype(np.float64)
+    rng, n = _rng(seed), len(index)
+    means = np.empty(n_boot, dtype=np.float64)
+    for start in range(0, n_boot, 1000):
+        size = min(1000, n_boot - start)
+        idx = rng.integers(0, n, size=(size, n))
+        means[start : start + size] = sums[idx].sum(axis=1) / sizes[idx].sum(axis=1)
+    return _percentile(means, level, "paired cluster bootstrap")
 
 
 def compare_paired(
@@ -222,11 +243,13 @@ def compare_paired(
     level: float = DEFAULT_LEVEL,
     n_boot: int = DEFAULT_BOOTSTRAP,
     seed: int | np.random.Generator = 0,
+    cluster: Callable[[Hashable], Hashable] | None = None,
 ) -> PairedComparison:
     """Model A against model B on the items both were graded on (keys: problem id, or (seed, problem id)).
 
     Items are joined by key in sorted order (so the bootstrap does not depend on dict order); keys in only one
-    map are counted in `unmatched` and otherwise ignored."""
+    map are counted in `unmatched` and otherwise ignored. With `cluster` (key -> cluster label, e.g. the problem
+    id of a (seed, problem id) key), `cluster_interval` is also computed, by the cluster bootstrap."""
     keys = sorted(set(a) & set(b), key=repr)
     unmatched = len(set(a) ^ set(b))
     xa = [bool(a[k]) for k in keys]
@@ -242,6 +265,9 @@ def compare_paired(
         interval=paired_bootstrap_interval(xa, xb, level, n_boot, seed),
         p_value=mcnemar_exact(a_only, b_only),
         unmatched=unmatched,
+        cluster_interval=None if cluster is None else paired_bootstrap_interval(
+            xa, xb, level, n_boot, seed, clusters=[cluster(k) for k in keys]
+        ),
     )
 
 
