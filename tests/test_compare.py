@@ -179,6 +179,8 @@ def test_report_has_intervals_and_paired_tests(tmp_path):
     report.run(cfg)
     md = (cfg.run_dir / "report" / "report.md").read_text()
     assert "test (greedy % [95% CI])" in md
+    assert ("Variant: `one`; training seed: 0; data budget: train problems 48, templates kept 45, samples/problem 2, "
+            "DPO pairs 24/30") in md
     wil = stats.wilson_interval(26, 40)
     assert f"65.0 [{100 * wil.low:.1f}, {100 * wil.high:.1f}] (n=40)" in md
     line = next(x for x in md.splitlines() if x.startswith("| HSFT + Cross-DPO | HSFT | test |"))

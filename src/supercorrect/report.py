@@ -20,6 +20,7 @@ from .compare import (
     Settings,
     interval_cell,
     load_outcomes,
+    load_run,
     paired_table,
     plot_paired,
 )
@@ -212,6 +213,9 @@ def run(cfg: RunConfig) -> dict:
     intervals = accuracy_intervals(evals, outcomes, settings)
     header, rows = accuracy_table(evals, intervals, settings.pct)
     parts = [f"# supercorrect report: {cfg.name}\n", f"Run folder: `{run_dir}`\n"]
+    # What `compare` reads too: the numbers below come from this variant, seed and data budget.
+    budget = load_run(run_dir).budget_text if any(run_dir.glob("*/manifest.json")) else "-"
+    parts.append(f"Variant: `{cfg.variant or cfg.name}`; training seed: {cfg.seed}; data budget: {budget}\n")
     teacher_note = ""
     tmpl = run_dir / "templates" / "manifest.json"
     if tmpl.exists():
