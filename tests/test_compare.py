@@ -156,9 +156,24 @@ def test_compare_markdown_and_files(runs, tmp_path):
     assert paths["csv"].read_text().splitlines()[0].startswith("variant,model,model_label,set,scope,seeds")
 
 
+def test_compare_against_a_baseline_variant(runs):
+    """Variant b's Cross-DPO (right on 0-13, 16-17) against variant a's (0-13, 16-27), seed 0 with seed 0."""
+    cmp = compare_runs(runs, Settings(bootstrap_samples=500), baseline="variant-a")
+    rows = list(csv.DictReader(io.StringIO(to_csv(cmp))))
+    r = _row(rows, variant="variant-b", model="cross-dpo", reference="cross-dpo", reference_variant="variant-a")
+    assert (r["scope"], r["pairs"], r["model_only"], r["reference_only"]) == ("seed 0", "40", "0", "10")
+    assert float(r["mcnemar_p"]) == pytest.approx(2 / 2**10) and float(r["diff"]) == pytest.approx(-10 / 40)
+    assert not [r for r in rows if r["variant"] == "variant-a" and r["reference_variant"]]
+    line = next(x for x in to_markdown(cmp).splitlines() if "| HSFT + Cross-DPO (variant-a) |" in x)
+    assert line.startswith("| variant-b | HSFT + Cross-DPO | test | seed 0 | 40 |") and "| 0 / 10 |" in line
+    with pytest.raises(UserError, match="--baseline 'nope' is not a variant"):
+        compare_runs(runs, baseline="nope")
+
+
 def test_compare_cli(runs, tmp_path, capsys):
     out = tmp_path / "cmp"
-    assert main(["compare", *map(str, runs), "--out", str(out), "--bootstrap-samples", "500"]) == 0
+    assert main(["compare", *map(str, runs), "--out", str(out), "--bootstrap-samples", "500",
+                 "--baseline", "variant-a"]) == 0
     printed = capsys.readouterr().out
     assert "# supercorrect compare" in printed and (out / "compare.md").exists() and (out / "compare.csv").exists()
     assert main(["compare", str(tmp_path / "nope")]) == 2

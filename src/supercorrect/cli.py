@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
     p.add_argument("--bootstrap-samples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
     p.add_argument("--bootstrap-seed", type=int, default=0, help="bootstrap random seed (default 0)")
+    p.add_argument("--baseline", metavar="VARIANT", help="also test every model of the other variants against "
+                   "the same model of this variant (same seeds, same problems)")
     sub.add_parser("stages", help="list the stages")
     return parser
 
@@ -135,7 +137,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             if not Path(d).is_dir():
                 raise UserError(f"{d}: run folder not found")
         settings = compare.Settings(args.interval, args.level, args.bootstrap_samples, args.bootstrap_seed)
-        result = compare.compare_runs(args.run_dirs, settings)
+        result = compare.compare_runs(args.run_dirs, settings, baseline=args.baseline)
         paths = compare.write(result, args.out or Path(args.run_dirs[0]).resolve().parent / "compare")
         print(paths["markdown"].read_text(encoding="utf-8"))
         for kind, path in paths.items():

@@ -147,7 +147,7 @@ def load_run(run_dir: str | Path) -> RunInfo:
     if not manifests:
         raise UserError(f"{run_dir}: not a run folder (no <stage>/manifest.json inside)")
     ident: dict = {}
-    for m in manifests:
+    for m in sorted(manifests, key=lambda m: m.stat().st_mtime, reverse=True):  # the latest config's labels
         ident = read_json(m).get("run") or {}
         if ident:
             break
@@ -241,7 +241,7 @@ def plot_paired(outcomes: Outcomes, settings: Settings, path: Path) -> bool:
 # ---------------------------------------------------------------------------------------------- many runs
 
 CSV_FIELDS = ["variant", "model", "model_label", "set", "scope", "seeds", "n", "correct", "accuracy", "acc_low",
-              "acc_high", "acc_sd", "reference", "pairs", "diff", "diff_low", "diff_high", "diff_low_by_problem",
+              "acc_high", "acc_sd", "reference", "reference_variant", "pairs", "diff", "diff_low", "diff_high", "diff_low_by_problem",
               "diff_high_by_problem", "diff_sd", "model_only", "reference_only", "mcnemar_p", "level",
               "interval"]  # fmt: skip
 
@@ -257,53 +257,68 @@ class Comparison:
 
 
 def _seed_key(run: RunInfo, i: int) -> Any:
+    """The run's training seed; a run folder that does not record one counts as its own seed."""
     return run.seed if run.seed is not None else f"run{i}"
 
 
-def compare_runs(run_dirs: Sequence[str | Path], settings: Settings = Settings()) -> Comparison:
-    """Read the run folders and build the cross-run table (no recomputation: artifacts only)."""
+def compare_runs(run_dirs: Sequence[str | Path], settings: Settings = Settings(),
+                 baseline: str | None = None) -> Comparison:  # fmt: skip
+    """Read the run folders and build the cross-run table (no recomputation: artifacts only).
+
+    Each model is tested against its reference in the same run (COMPARISONS). With `baseline` (a variant name),
+    each model of every other variant is also tested against the same model of the baseline variant, paired on
+    the same seed and problem ids (how a setting chosen on the dev split is told apart from the default)."""
     if not run_dirs:
         raise UserError("compare: give at least one run folder")
     runs = [load_run(d) for d in run_dirs]
-    by_variant: dict[str, list[RunInfo]] = defaultdict(list)
-    for r in runs:
-        by_variant[r.variant].append(r)
+    by_variant: dict[str, dict[Any, RunInfo]] = defaultdict(dict)
+    for i, r in enumerate(runs):
+        seed = _seed_key(r, i)
+        if seed in by_variant[r.variant]:
+            raise UserError(f"compare: variant {r.variant!r} has two runs with seed {seed} "
+                            f"({by_variant[r.variant][seed].path}, {r.path}); give each run its own `variant:` or seed")  # fmt: skip
+        by_variant[r.variant][seed] = r
+    if baseline is not None and baseline not in by_variant:
+        raise UserError(f"compare: --baseline {baseline!r} is not a variant of these runs (have: {', '.join(by_variant)})")
     rows: list[dict[str, Any]] = []
     for variant, group in by_variant.items():
-        seeds = [_seed_key(r, i) for i, r in enumerate(group)]
-        dup = {s for s in seeds if seeds.count(s) > 1}
-        if dup:
-            paths = ", ".join(str(r.path) for r, s in zip(group, seeds, strict=True) if s in dup)
-            raise UserError(f"compare: variant {variant!r} has two runs with seed {sorted(dup, key=str)[0]} ({paths}); "
-                            "give each run its own `variant:` or seed")  # fmt: skip
-        tags = ordered({t for r in group for t in r.outcomes})
+        seeds = sorted(group, key=str)
+        tags = ordered({t for r in group.values() for t in r.outcomes})
         pairs = comparisons_for(tags)
         refs = {a: [b for x, b in pairs if x == a] for a in tags}
         for tag in tags:
-            sets = sorted({s for r in group for s in r.outcomes.get(tag, {})})
+            sets = sorted({s for r in group.values() for s in r.outcomes.get(tag, {})})
             for s in sets:
+                def get(run: RunInfo | None, t: str | None, s: str = s) -> dict | None:
+                    return run.outcomes.get(t, {}).get(s) if run is not None and t else None
+
+                base = {"variant": variant, "model": tag, "model_label": label(tag), "set": s,
+                        "level": settings.level, "interval": settings.interval}  # fmt: skip
                 for ref in refs[tag] or [None]:
-                    rows += _rows_for(variant, group, seeds, tag, ref, s, settings)
+                    items = [(seed, get(group[seed], tag), get(group[seed], ref)) for seed in seeds]
+                    rows += _rows_for({**base, "reference": ref or "", "reference_variant": ""}, items, settings)
+                if baseline is not None and variant != baseline:
+                    other = by_variant[baseline]
+                    items = [(seed, get(group[seed], tag), get(other.get(seed), tag)) for seed in seeds]
+                    if any(b for _, _, b in items):
+                        rows += _rows_for({**base, "reference": tag, "reference_variant": baseline}, items, settings)
     return Comparison(runs, rows, settings)
 
 
-def _rows_for(variant: str, group: list[RunInfo], seeds: list[Any], tag: str, ref: str | None, set_name: str,
+def _rows_for(base: dict[str, Any], items: list[tuple[Any, dict | None, dict | None]],
               settings: Settings) -> list[dict[str, Any]]:  # fmt: skip
-    base = {"variant": variant, "model": tag, "model_label": label(tag), "set": set_name, "reference": ref or "",
-            "level": settings.level, "interval": settings.interval}  # fmt: skip
+    """Rows for one model against one reference: per seed, pooled over seeds, mean +- sd over seeds.
+    `items`: (seed, model outcomes, reference outcomes or None) per seed."""
     out = []
     pooled_a: dict[Any, bool] = {}
     pooled_b: dict[Any, bool] = {}
     per_seed: list[tuple[float, float | None]] = []
-    for run, seed in sorted(zip(group, seeds, strict=True), key=lambda rs: str(rs[1])):
-        a = run.outcomes.get(tag, {}).get(set_name)
+    for seed, a, b in items:
         if not a:
             continue
-        b = run.outcomes.get(ref, {}).get(set_name) if ref else None
         row = {**base, "scope": f"seed {seed}", "seeds": str(seed), **_acc(settings.accuracy(list(a.values())))}
         if b:
-            pc = settings.paired(a, b)
-            row.update(_diff(pc))
+            row.update(_diff(settings.paired(a, b)))
             pooled_b.update({(seed, k): v for k, v in b.items()})
         pooled_a.update({(seed, k): v for k, v in a.items()})
         per_seed.append((row["accuracy"], row.get("diff")))
@@ -378,8 +393,10 @@ def to_markdown(cmp: Comparison) -> str:
         scope = r["scope"] if r["scope"] != "pooled" else f"pooled ({r['seeds']})"
         if mean_row:
             scope = f"mean +- sd ({r['seeds']})"
-        rows.append([r["variant"], r["model_label"], r["set"], scope, str(r["n"]), acc,
-                     label(r["reference"]) if r["reference"] else "-", diff, ci, disc, p])  # fmt: skip
+        vs = label(r["reference"]) if r["reference"] else "-"
+        if r.get("reference_variant"):
+            vs = f"{vs} ({r['reference_variant']})"
+        rows.append([r["variant"], r["model_label"], r["set"], scope, str(r["n"]), acc, vs, diff, ci, disc, p])
     method = "Wilson score" if s.interval == "wilson" else f"percentile bootstrap ({s.bootstrap_samples} resamples)"
     return "\n".join([
         "# supercorrect compare\n",
@@ -387,7 +404,8 @@ def to_markdown(cmp: Comparison) -> str:
         _md_table(["run folder", "variant", "seed", "data budget"], run_rows),
         "",
         "## Accuracy and paired tests\n",
-        f"Accuracy: greedy, with a {s.pct} {method} interval. *vs*: the model it is built from (or a control); the "
+        f"Accuracy: greedy, with a {s.pct} {method} interval. *vs*: the model it is built from (or a control), or, with a variant in brackets, the same model in "
+        "the baseline variant (same seed, same problems); the "
         "difference is model minus vs on the same problems, with a paired percentile bootstrap interval "
         f"({s.bootstrap_samples} resamples, seed {s.bootstrap_seed}) and the exact McNemar test on the discordant "
         "pairs (two-sided binomial test of *model only right* against Bin(discordant, 1/2)).",
