@@ -180,6 +180,21 @@ def test_compare_cli(runs, tmp_path, capsys):
     assert "run folder not found" in capsys.readouterr().err
 
 
+def test_runs_without_recorded_identity_are_not_pooled(runs):
+    """Folders from before manifests recorded name, variant and seed: each is its own variant, seed unknown."""
+    import json
+
+    for run in runs[:2]:
+        for m in run.glob("*/manifest.json"):
+            man = json.loads(m.read_text())
+            man.pop("run")
+            m.write_text(json.dumps(man))
+    cmp = compare_runs(runs[:2], Settings(bootstrap_samples=200))
+    assert [(r.variant, r.seed) for r in cmp.runs] == [(str(runs[0]), None), (str(runs[1]), None)]
+    assert not [r for r in cmp.rows if r["scope"] == "pooled"]
+    assert f"| {runs[0]} | {runs[0]} | ? |" in to_markdown(cmp)
+
+
 def test_compare_rejects_two_runs_of_one_variant_and_seed(tmp_path):
     a = make_run(tmp_path, "x", 0, "same", 2).run_dir
     b = make_run(tmp_path, "y", 0, "same", 3).run_dir

@@ -165,7 +165,8 @@ def load_run(run_dir: str | Path) -> RunInfo:
     return RunInfo(
         path=run_dir,
         name=ident.get("name", run_dir.name),
-        variant=ident.get("variant") or ident.get("name") or run_dir.name,
+        # A folder from before manifests recorded their run: its own variant, never pooled with another by name.
+        variant=ident.get("variant") or ident.get("name") or str(run_dir),
         seed=ident.get("seed"),
         budget=budget,
         outcomes=load_outcomes(run_dir),
