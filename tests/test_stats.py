@@ -75,9 +75,9 @@ B = [1, 0, 0, 1, 0, 0, 1, 0, 1, 0] * 3  # 12/30: A alone right on 9, B alone rig
 
 
 def test_paired_bootstrap_fixed_seed_values():
-    # Deterministic for a fixed seed (numpy PCG64); values recorded from this implementation and checked to be
-    # plausible: the observed difference is 0.3 and the normal approximation gives 0.3 +- 1.96*sqrt(.21/30) =
-    # [0.136, 0.464].
+    # Deterministic for a fixed seed (numpy PCG64, multinomial draws over the distinct differences); values
+    # recorded from this implementation and checked to be plausible: the observed difference is 0.3 and the normal
+    # approximation gives 0.3 +- 1.96*sqrt(.21/30) = [0.136, 0.464].
     iv = stats.paired_bootstrap_interval(A, B, n_boot=2000, seed=0)
     assert (iv.low, iv.high) == pytest.approx((0.13333333333333333, 0.4666666666666667), abs=1e-12)
     assert iv == stats.paired_bootstrap_interval(A, B, n_boot=2000, seed=0)
@@ -109,14 +109,17 @@ def test_paired_bootstrap_properties():
 
 def test_cluster_bootstrap():
     # k identical copies of each pair, clustered by pair: the same draws (J = n clusters) and the same means as the
-    # plain paired bootstrap of one copy; unclustered, the k copies pretend to be k times the data (narrower).
+    # cluster bootstrap of one copy with one pair per cluster, which is the plain paired bootstrap (up to how the
+    # draws are made); unclustered, the k copies pretend to be k times the data (narrower).
     k = 3
     copies_a, copies_b = [x for x in A for _ in range(k)], [x for x in B for _ in range(k)]
     labels = [i for i in range(len(A)) for _ in range(k)]
-    one = stats.paired_bootstrap_interval(A, B, n_boot=2000, seed=0)
+    one = stats.paired_bootstrap_interval(A, B, n_boot=2000, seed=0, clusters=list(range(len(A))))
     clustered = stats.paired_bootstrap_interval(copies_a, copies_b, n_boot=2000, seed=0, clusters=labels)
     assert (clustered.low, clustered.high) == pytest.approx((one.low, one.high), abs=1e-12)
     assert clustered.method == "paired cluster bootstrap"
+    plain = stats.paired_bootstrap_interval(A, B, n_boot=2000, seed=0)
+    assert (plain.low, plain.high) == pytest.approx((one.low, one.high), abs=0.04)
     stacked = stats.paired_bootstrap_interval(copies_a, copies_b, n_boot=2000, seed=0)
     assert stacked.width < 0.75 * clustered.width  # about 1/sqrt(3)
     with pytest.raises(ValueError):

@@ -142,8 +142,16 @@ def _rng(seed: int | np.random.Generator) -> np.random.Generator:
 
 
 def _bootstrap_means(values: np.ndarray, n_boot: int, rng: np.random.Generator, chunk: int = 1000) -> np.ndarray:
-    """Means of `n_boot` resamples (with replacement, same size) of `values`, drawn in chunks to bound memory."""
+    """Means of `n_boot` resamples (with replacement, same size) of `values`.
+
+    Drawing n items with replacement is drawing multinomial counts over the distinct values, so for outcomes with
+    few distinct values (0/1 accuracy, -1/0/1 paired differences) the means come from `rng.multinomial` in
+    O(n_boot) instead of O(n_boot * n): the same distribution, 10 000 resamples of 1 500 pairs in milliseconds.
+    Otherwise the indices are drawn in chunks to bound memory."""
     n = len(values)
+    distinct, counts = np.unique(values, return_counts=True)
+    if len(distinct) <= 16:
+        return rng.multinomial(n, counts / n, size=n_boot) @ distinct / n
     out = np.empty(n_boot, dtype=np.float64)
     for start in range(0, n_boot, chunk):
         size = min(chunk, n_boot - start)
