@@ -59,6 +59,8 @@ def test_stage1_pipeline_resume_and_fingerprints(tmp_path, tiny_model_dir, capsy
     assert "pass_at_k" in summary and "maj_at_2" in summary and "self_correction" in summary
     report = (run / "report" / "report.md").read_text()
     assert "HSFT" in report and "rule-based" in report
+    # Intervals from the per-problem rows, and HSFT tested against the base model on the same 6 problems.
+    assert "test (greedy % [95% CI])" in report and "| HSFT | base (HT prompt) | test | 6 |" in report
     assert (run / "report" / "accuracy.png").stat().st_size > 1000
     out = capsys.readouterr().out
     assert "base (HT prompt)" in out

@@ -183,8 +183,9 @@ def loss_and_grads(trainer, n: int) -> tuple[float, dict[str, torch.Tensor], dic
     return loss.item(), grads, metrics
 
 
-def plain_loss_and_grads(trainer, n: int) -> tuple[float, dict[str, torch.Tensor]]:
-    """The same DPO loss from plain forwards: [prompt | chosen] and [prompt | rejected], per pair and model."""
+def plain_loss_and_grads(trainer, n: int, rpo_alpha: float = 0.0) -> tuple[float, dict[str, torch.Tensor]]:
+    """The same DPO loss from plain forwards: [prompt | chosen] and [prompt | rejected], per pair and model.
+    With `rpo_alpha`, plus rpo_alpha * the mean NLL over all chosen tokens of the batch (RPO as TRL has it)."""
     policy = trainer.model
     policy.zero_grad()
     reference, reference_context = trainer.ref_model, contextlib.nullcontext()
@@ -196,11 +197,15 @@ def plain_loss_and_grads(trainer, n: int) -> tuple[float, dict[str, torch.Tensor
             (two_sequence_logps(reference, ex, "chosen"), two_sequence_logps(reference, ex, "rejected"))
             for ex in examples
         ]
-    losses = []
+    losses, chosen_logps = [], []
     for ex, (ref_c, ref_r) in zip(examples, ref, strict=True):
         pi_c, pi_r = two_sequence_logps(policy, ex, "chosen"), two_sequence_logps(policy, ex, "rejected")
         losses.append(-F.logsigmoid(trainer.beta * ((pi_c - ref_c) - (pi_r - ref_r))))
+        chosen_logps.append(pi_c)
     loss = torch.stack(losses).mean()
+    if rpo_alpha:
+        n_chosen = sum(len(ex["chosen_ids"]) for ex in examples)
+        loss = loss + rpo_alpha * -torch.stack(chosen_logps).sum() / n_chosen
     loss.backward()
     grads = {name: p.grad.clone() for name, p in policy.named_parameters() if p.grad is not None}
     return loss.item(), grads
@@ -263,6 +268,51 @@ def test_loss_metrics_and_gradients_equal_trl_two_sequence_path(
     for key in ("entropy", "logits/chosen", "logits/rejected", "mean_token_accuracy"):
         assert metrics_s[key] == pytest.approx(metrics_t[key], rel=1e-5, abs=1e-6), key
     assert_grads_close(grads_s, grads_t)  # seen: 2.6e-6 of the largest gradient entry
+
+
+def test_rpo_loss_and_gradients_equal_trl_and_plain_forwards(tiny_model_dir, perturbed_dir, pairs, tmp_path):
+    """RPO (arXiv 2404.19733): DPO + rpo_alpha * NLL of the chosen step. The shared-prefix loss and gradients equal
+    TRL's two-sequence path (loss list ["sigmoid", "sft"], weights [1, alpha]) and plain forwards."""
+    alpha = 0.7
+    results, trainers = {}, {}
+    for shared in (True, False):
+        cfg = quick_cfg(shared_prefix=shared, rpo_alpha=alpha)
+        trainer, _ = build_trainer(
+            perturbed_dir, pairs, str(tmp_path / str(shared)), cfg, str(tiny_model_dir)
+        )
+        assert trainer.loss_types == ["sigmoid", "sft"] and trainer.loss_weights == [1.0, alpha]
+        results[shared], trainers[shared] = loss_and_grads(trainer, len(pairs)), trainer
+    (loss_s, grads_s, _), (loss_t, grads_t, _) = results[True], results[False]
+    assert loss_s == pytest.approx(loss_t, rel=LOSS_RTOL)  # seen: 2.2e-7 relative (loss 8.83, DPO part 1.28)
+    assert_grads_close(grads_s, grads_t)  # seen: 2.2e-6 of the largest gradient entry
+    loss_p, grads_p = plain_loss_and_grads(trainers[True], len(pairs), rpo_alpha=alpha)
+    dpo_only, _ = plain_loss_and_grads(trainers[True], len(pairs))
+    assert loss_p - dpo_only > 1.0  # the NLL term is there (a random model: about ln(vocab) per token)
+    assert loss_s == pytest.approx(loss_p, rel=LOSS_RTOL)  # seen: 5.4e-7 relative
+    assert_grads_close(grads_s, grads_p)  # seen: 1.7e-6
+
+
+def test_rpo_alpha_from_the_run_config_to_trl(tmp_path):
+    from supercorrect.config import DPOConfig
+    from supercorrect.stages.cross_dpo import dpo_settings
+
+    plain = dpo_settings(DPOConfig(), seed=0).to_trl(str(tmp_path))
+    assert plain.loss_type == ["sigmoid"] and plain.loss_weights == [1.0]
+    rpo = dpo_settings(DPOConfig(rpo_alpha=0.5), seed=0).to_trl(str(tmp_path))
+    assert rpo.loss_type == ["sigmoid", "sft"] and rpo.loss_weights == [1.0, 0.5]
+
+
+def test_rpo_alpha_at_its_default_keeps_the_fingerprint():
+    """Run folders made before rpo_alpha existed stay up to date; setting it redoes the DPO stages."""
+    from supercorrect.config import RunConfig
+    from supercorrect.io import sha256_json
+
+    data = {"test": {"kind": "synthetic", "split": "test", "n": 2}}
+    cfg = RunConfig(name="x", data=data)
+    before = {k: v for k, v in cfg.model_dump(mode="json")["cross_dpo"].items() if k != "rpo_alpha"}
+    assert cfg.section_hash("cross_dpo") == sha256_json({"cross_dpo": before})[:16]
+    rpo = RunConfig(name="x", data=data, cross_dpo={"rpo_alpha": 1.0})
+    assert rpo.section_hash("cross_dpo") != cfg.section_hash("cross_dpo")
 
 
 def test_unsupported_loss_is_refused(tiny_model_dir, pairs, tmp_path):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from supercorrect.config import load_config
-from supercorrect.pipeline import stages_of
 from supercorrect.data import load_problems
+from supercorrect.pipeline import stages_of
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (REPO / "configs").rglob("*") if p.suffix in (".yaml", ".yml"))

@@ -19,6 +19,7 @@ EPILOG = """examples:
   supercorrect run configs/demo.yaml --set hsft.epochs=1 --set name=quick
   supercorrect run configs/stage1.yaml --set recipe=cot-sft   # another recipe on the same data (see `recipes`)
   supercorrect check-grader --data ../shared/data    # rule-based grader against real reference answers
+  supercorrect compare runs/study-s0 runs/study-s1   # accuracy intervals and paired tests across runs and seeds
 
 A run writes everything under runs/<name>/<stage>/ with a manifest.json per stage; see README.md."""
 
@@ -68,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="../shared/data", help="folder holding gsm8k/ and math500/")
     p = sub.add_parser("prepare-model", help="convert the embedded default model once and print its folder")
     p.add_argument("name", nargs="?", default="smollm2-135m")
+    p = sub.add_parser("compare", help="one table (Markdown, CSV, PNG) across run folders and seeds, with "
+                       "intervals and paired tests; reads the runs' artifacts only")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (runs/<name>)")
+    p.add_argument("--out", help="output folder (default: compare/ beside the first run folder)")
+    p.add_argument("--interval", choices=["wilson", "bootstrap"], default="wilson", help="accuracy interval")
+    p.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
+    p.add_argument("--bootstrap-samples", type=int, default=10_000, help="bootstrap resamples (default 10000)")
+    p.add_argument("--bootstrap-seed", type=int, default=0, help="bootstrap random seed (default 0)")
+    p.add_argument("--baseline", metavar="VARIANT", help="also test every model of the other variants against "
+                   "the same model of this variant (same seeds, same problems)")
     sub.add_parser("stages", help="list the stages")
     sub.add_parser("recipes", help="list the recipes (a run config picks one with `recipe:`)")
     return parser
@@ -122,6 +133,24 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{name}: {r['verified']}/{r['rows']} verified ({100 * r['rate']:.2f}%)")
             for f in r["failures"]:
                 print(f"  failure: {f}")
+        return 0
+
+    if args.command == "compare":
+        from pathlib import Path
+
+        from . import compare
+
+        if not 0 < args.level < 1 or args.bootstrap_samples < 100:
+            raise UserError("compare: --level must be in (0, 1) and --bootstrap-samples at least 100")
+        for d in args.run_dirs:
+            if not Path(d).is_dir():
+                raise UserError(f"{d}: run folder not found")
+        settings = compare.Settings(args.interval, args.level, args.bootstrap_samples, args.bootstrap_seed)
+        result = compare.compare_runs(args.run_dirs, settings, baseline=args.baseline)
+        paths = compare.write(result, args.out or Path(args.run_dirs[0]).resolve().parent / "compare")
+        print(paths["markdown"].read_text(encoding="utf-8"))
+        for kind, path in paths.items():
+            print(f"[compare] {kind}: {path}", file=sys.stderr)
         return 0
 
     cfg = load_config(args.config, _overrides(args.set))

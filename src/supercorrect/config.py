@@ -144,9 +144,21 @@ class CorrectConfig(Section):
     student_max_new_tokens: int = Field(160, ge=1)  # the student's own analysis of step k
 
 
+class StatsConfig(Section):
+    """The `stats:` block: how the report and `supercorrect compare` compute intervals (see stats.py)."""
+
+    interval: Literal["wilson", "bootstrap"] = "wilson"  # accuracy interval; paired differences always bootstrap
+    level: float = Field(0.95, gt=0, lt=1)
+    bootstrap_samples: int = Field(10_000, ge=100)
+    bootstrap_seed: int = 0
+
+
 class RunConfig(Section):
     name: str
     seed: int = 0
+    # What this run varies, e.g. "xdpo-context-both": `compare` pools runs of one variant across their seeds.
+    # Default: the run name. Recorded in every manifest with the seed; it changes no stage's fingerprint.
+    variant: str | None = None
     run_root: str = "runs"  # the run folder is <run_root>/<name>
     recipe: str = "supercorrect"  # which method this run is (`supercorrect recipes` lists them)
     stages: list[str] | None = None  # a subset of stages to run instead of the recipe's (default: all of them)
@@ -161,6 +173,7 @@ class RunConfig(Section):
     sample: SampleConfig = SampleConfig()
     correct: CorrectConfig = CorrectConfig()
     cross_dpo: CrossDPOConfig = CrossDPOConfig()  # trainers/dpo_config.py
+    stats: StatsConfig = StatsConfig()
 
     # Where the config file lives: relative data paths resolve against it. Not part of the YAML.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)
@@ -194,6 +207,9 @@ class RunConfig(Section):
             judge = ev.pop("judge", None)
             if judge is not None:
                 ev["judge"] = {k: v for k, v in judge.items() if k not in TeacherConfig.OPERATIONAL}
+        if isinstance(dump.get("cross_dpo"), dict):
+            dump["cross_dpo"] = {k: v for k, v in dump["cross_dpo"].items()
+                                 if CrossDPOConfig.HASHED_IF_SET.get(k, object()) != v}  # fmt: skip
         return sha256_json({n: dump.get(n) for n in names})[:16]
 
 

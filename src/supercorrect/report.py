@@ -1,6 +1,8 @@
 """The run report: Markdown tables and PNG plots gathered from the stages' manifests and summaries.
 
 Written to `<run_dir>/report/report.md` with plots beside it, and the main table printed to the terminal.
+Every accuracy carries a 95% interval and every model is tested against its parent on the same problems
+(paired bootstrap, exact McNemar): see stats.py and compare.py, which read the eval stages' per-problem rows.
 """
 
 from __future__ import annotations
@@ -9,21 +11,24 @@ import json
 import sys
 from pathlib import Path
 
+from . import stats
+from .compare import (
+    LABELS,
+    MODEL_ORDER,
+    SELF_CORRECTED,
+    Outcomes,
+    Settings,
+    interval_cell,
+    load_outcomes,
+    load_run,
+    paired_table,
+    plot_paired,
+)
 from .config import RunConfig
 from .io import atomic_write_text, read_json, write_json
+from .judge import report_section
 from .stages import Stage
 from .stages.common import StageDef
-
-# Display order of evaluated models: the paper's Table 2 ordering, baselines beside what they ablate.
-MODEL_ORDER = ["base-cot", "base", "cot-sft", "hsft", "instance-dpo", "cross-dpo"]
-LABELS = {
-    "base": "base (HT prompt)",
-    "base-cot": "base (CoT prompt)",
-    "cot-sft": "CoT SFT",
-    "hsft": "HSFT",
-    "instance-dpo": "HSFT + instance DPO",
-    "cross-dpo": "HSFT + Cross-DPO",
-}
 
 
 def stage(cfg: RunConfig) -> Stage:
@@ -47,16 +52,34 @@ def _ordered(evals: dict[str, dict]) -> list[str]:
     return sorted(evals, key=lambda t: (MODEL_ORDER.index(t) if t in MODEL_ORDER else 99, t))
 
 
-def accuracy_table(evals: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+def accuracy_intervals(evals: dict[str, dict], outcomes: Outcomes, settings: Settings) -> dict[tuple[str, str], stats.Interval]:
+    """{(model, set): interval of its greedy accuracy}, from the per-problem rows (Wilson: from the summary's
+    counts when the rows are missing)."""
+    out = {}
+    for tag, sets in evals.items():
+        for s, summ in sets.items():
+            rows = outcomes.get(tag, {}).get(s)
+            if rows:
+                out[(tag, s)] = settings.accuracy(list(rows.values())).interval
+            elif "greedy_accuracy" in summ and settings.interval == "wilson":
+                n = summ["problems"]
+                out[(tag, s)] = stats.wilson_interval(round(summ["greedy_accuracy"] * n), n, settings.level)
+    return out
+
+
+def accuracy_table(evals: dict[str, dict], intervals: dict[tuple[str, str], stats.Interval] | None = None,
+                   level: str = "95%") -> tuple[list[str], list[list[str]]]:  # fmt: skip
     sets = sorted({s for v in evals.values() for s in v})
-    header = ["model", *[f"{s} (greedy %)" for s in sets]]
+    header = ["model", *[f"{s} (greedy % [{level} CI])" if intervals else f"{s} (greedy %)" for s in sets]]
     rows = []
     for tag in _ordered(evals):
         cells = [LABELS.get(tag, tag)]
         for s in sets:
             summ = evals[tag].get(s, {})
             n = summ.get("problems")
-            cells.append("skipped" if "skipped" in summ else f"{_pct(summ.get('greedy_accuracy'))} (n={n})")
+            iv = (intervals or {}).get((tag, s))
+            ci = f" {interval_cell(iv)}" if iv else ""
+            cells.append("skipped" if "skipped" in summ else f"{_pct(summ.get('greedy_accuracy'))}{ci} (n={n})")
         rows.append(cells)
     return header, rows
 
@@ -73,7 +96,8 @@ def plain_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([fmt.format(*header), fmt.format(*["-" * w for w in widths])] + [fmt.format(*r) for r in rows])
 
 
-def plot_accuracy(evals: dict[str, dict], path: Path) -> bool:
+def plot_accuracy(evals: dict[str, dict], path: Path,
+                  intervals: dict[tuple[str, str], stats.Interval] | None = None) -> bool:  # fmt: skip
     import matplotlib
 
     matplotlib.use("Agg")
@@ -87,12 +111,18 @@ def plot_accuracy(evals: dict[str, dict], path: Path) -> bool:
     width = 0.8 / len(sets)
     for j, s in enumerate(sets):
         vals = [100 * evals[t].get(s, {}).get("greedy_accuracy", 0.0) for t in tags]
-        bars = ax.bar([i + j * width for i in range(len(tags))], vals, width, label=s)
-        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+        ivs = [(intervals or {}).get((t, s)) for t in tags]
+        err = [[v - 100 * iv.low if iv else 0.0 for v, iv in zip(vals, ivs, strict=True)],
+               [100 * iv.high - v if iv else 0.0 for v, iv in zip(vals, ivs, strict=True)]]  # fmt: skip
+        bars = ax.bar([i + j * width for i in range(len(tags))], vals, width, label=s,
+                      yerr=err if intervals else None, capsize=3)  # fmt: skip
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
     ax.set_xticks([i + width * (len(sets) - 1) / 2 for i in range(len(tags))])
     ax.set_xticklabels([LABELS.get(t, t) for t in tags], rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("greedy accuracy (%)")
-    ax.set_title("Held-out accuracy per stage")
+    level = next(iter(intervals.values())).level if intervals else None
+    ax.set_title("Held-out accuracy per stage" + (f" (error bars: {100 * level:g}% interval)" if level else ""),
+                 fontsize=9)  # fmt: skip
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -100,9 +130,11 @@ def plot_accuracy(evals: dict[str, dict], path: Path) -> bool:
     return True
 
 
-def self_correction_table(evals: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
-    header = ["model", "set", "before %", "after %", "delta (points)", "wrong->right", "right->wrong",
-              "error located %", "located and corrected %"]
+def self_correction_table(evals: dict[str, dict], outcomes: Outcomes | None = None,
+                          settings: Settings | None = None) -> tuple[list[str], list[list[str]]]:  # fmt: skip
+    header = ["model", "set", "before %", "after %", "delta (points)", "delta CI (paired bootstrap)",
+              "wrong->right", "right->wrong", "McNemar exact p", "error located %", "located and corrected %"]
+    settings = settings or Settings()
     rows = []
     for tag in _ordered(evals):
         for s, summ in sorted(evals[tag].items()):
@@ -110,9 +142,13 @@ def self_correction_table(evals: dict[str, dict]) -> tuple[list[str], list[list[
             if not sc:
                 continue
             loc = sc.get("error_location") or {}
+            after = (outcomes or {}).get(tag + SELF_CORRECTED, {}).get(s)
+            before = (outcomes or {}).get(tag, {}).get(s)
+            ci = interval_cell(settings.paired(after, before).interval, signed=True) if after and before else "-"
+            p = stats.format_p(stats.mcnemar_exact(sc["wrong_to_right"], sc["right_to_wrong"]))
             rows.append([
                 LABELS.get(tag, tag), s, _pct(sc["accuracy_before"]), _pct(sc["accuracy_after"]),
-                f"{100 * sc['delta']:+.1f}", str(sc["wrong_to_right"]), str(sc["right_to_wrong"]),
+                f"{100 * sc['delta']:+.1f}", ci, str(sc["wrong_to_right"]), str(sc["right_to_wrong"]), p,
                 f"{_pct(loc.get('located_rate'))} (of {loc.get('teacher_located', 0)})" if loc else "-",
                 _pct(loc.get("corrected_rate")) if loc else "-",
             ])
@@ -174,8 +210,14 @@ def run(cfg: RunConfig) -> dict:
     st = stage(cfg).start()
     run_dir = cfg.run_dir
     evals = _evals(run_dir)
-    header, rows = accuracy_table(evals)
+    settings = Settings.of(cfg)
+    outcomes = load_outcomes(run_dir)
+    intervals = accuracy_intervals(evals, outcomes, settings)
+    header, rows = accuracy_table(evals, intervals, settings.pct)
     parts = [f"# supercorrect report: {cfg.name}\n", f"Run folder: `{run_dir}`\n"]
+    # What `compare` reads too: the numbers below come from this variant, seed and data budget.
+    budget = load_run(run_dir).budget_text if any(run_dir.glob("*/manifest.json")) else "-"
+    parts.append(f"Variant: `{cfg.variant or cfg.name}`; training seed: {cfg.seed}; data budget: {budget}\n")
     teacher_note = ""
     tmpl = run_dir / "templates" / "manifest.json"
     if tmpl.exists():
@@ -185,7 +227,19 @@ def run(cfg: RunConfig) -> dict:
         parts.append(teacher_note + "\n")
         c = man["counts"]
         parts.append(f"Templates kept: {c['kept']}/{c['problems']} (dropped by reason: {c['dropped_by_reason']})\n")
-    parts += ["## Held-out accuracy\n", markdown_table(header, rows), ""]
+    method = "Wilson score" if settings.interval == "wilson" else "percentile bootstrap"
+    parts += ["## Held-out accuracy\n", f"Greedy accuracy with a {settings.pct} {method} interval.\n",
+              markdown_table(header, rows), ""]
+    ph, pr = paired_table(outcomes, settings)
+    if pr:
+        parts += ["## Each model against its parent (paired, same problems)\n",
+                  "Difference = model minus *vs* on the problems both answered, with a paired percentile bootstrap "
+                  f"interval ({settings.bootstrap_samples} resamples, seed {settings.bootstrap_seed}) and the exact "
+                  "McNemar p-value (two-sided binomial test on the problems only one of the two got right). "
+                  "*self-corrected*: the model's answers after its own correction pass, against its first answers.\n",
+                  markdown_table(ph, pr), ""]  # fmt: skip
+        if plot_paired(outcomes, settings, run_dir / "report" / "paired.png"):
+            parts.append("![paired differences](paired.png)\n")
     stage2 = []
     for name in ("sample", "correct", "pairs"):
         m = run_dir / name / "manifest.json"
@@ -193,12 +247,10 @@ def run(cfg: RunConfig) -> dict:
             stage2.append(f"- `{name}`: " + ", ".join(f"{k}: {v}" for k, v in read_json(m)["counts"].items()))
     if stage2:
         parts += ["## Stage 2 data\n", *stage2, ""]
-    if plot_accuracy(evals, run_dir / "report" / "accuracy.png"):
+    if plot_accuracy(evals, run_dir / "report" / "accuracy.png", intervals):
         parts.append("![accuracy per stage](accuracy.png)\n")
-    from .judge import report_section
-
     parts += report_section(run_dir)  # protocol of each number; judge vs rule-based accuracy, disagreements
-    sh, sr = self_correction_table(evals)
+    sh, sr = self_correction_table(evals, outcomes, settings)
     if sr:
         parts += ["## Self-correction and error location\n",
                   "Each model gets the plain correction prompt on its own greedy solution; *delta* is accuracy "

@@ -96,6 +96,8 @@ class Stage:
             "config_hash": self.cfg.section_hash("seed", *self.sections),
             "inputs": list(self.inputs),
             "counts": counts,
+            # Who made this: `supercorrect compare` names the variant and seed of every number from these.
+            "run": {"name": self.cfg.name, "variant": self.cfg.variant or self.cfg.name, "seed": self.cfg.seed},
             "seconds": round(time.time() - self.t0, 2),
             "versions": versions(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -45,7 +45,8 @@ def run(cfg: RunConfig) -> dict:
         f"{cfg.name}: HSFT student",
         cfg.student.model,
         f"{len(rows)} hierarchical thought templates from `{cfg.run_dir / 'templates' / 'hsft.jsonl'}` "
-        f"(teacher: {cfg.teacher.kind}{' ' + cfg.teacher.model if cfg.teacher.model else ''}).",
+        f"(teacher: {cfg.teacher.kind}{' ' + cfg.teacher.model if cfg.teacher.model else ''}). "
+        f"Run `{cfg.name}`, variant `{cfg.variant or cfg.name}`, training seed {cfg.seed}.",
         cfg.hsft.model_dump(mode="json"),
         metrics,
     )

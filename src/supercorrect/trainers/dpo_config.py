@@ -9,6 +9,8 @@ stated, 0.4 is Step-DPO's, the closest released method). `to_trl` maps them onto
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from .common import LoraConfig
@@ -47,6 +49,10 @@ class CrossDPOConfig(BaseModel):
     """Checkpoints kept (older ones are deleted); None: all."""
     loss_type: str = "sigmoid"
     """TRL's DPO loss (`sigmoid` is the paper's); the shared-prefix path supports sigmoid, hinge, ipo."""
+    rpo_alpha: float = Field(0.0, ge=0)
+    """RPO (Pang et al. 2024, arXiv 2404.19733): add rpo_alpha * the NLL of the chosen step (TRL's "sft" loss, the
+    mean over the batch's chosen tokens) to the DPO loss, as TRL's loss list [loss_type, "sft"] with weights
+    [1, rpo_alpha]. 0: plain DPO (the paper's)."""
     precompute_ref_log_probs: bool = False
     """Score every pair with the reference model once before training (and cache it) instead of every step."""
     bf16: bool = False
@@ -65,6 +71,17 @@ class CrossDPOConfig(BaseModel):
     max_pairs: int | None = Field(None, ge=1)
     """Train on the first N pairs of the artifact (None: all). Selects data: the stage applies it."""
 
+    # Keys added after run folders existed: at their default they leave the fingerprint as it was (finished
+    # stages stay finished); set to anything else, they are part of it.
+    HASHED_IF_SET: ClassVar[dict[str, Any]] = {"rpo_alpha": 0.0}
+
+    @property
+    def losses(self) -> tuple[list[str], list[float]]:
+        """TRL's loss list and weights: the DPO loss, plus the chosen NLL weighted by rpo_alpha (RPO)."""
+        if self.rpo_alpha > 0:
+            return [self.loss_type, "sft"], [1.0, self.rpo_alpha]
+        return [self.loss_type], [1.0]
+
     def to_trl(self, output_dir: str, seed: int = 0):
         """These settings as `trl.DPOConfig` (the training arguments TRL's DPOTrainer takes)."""
         import torch  # heavy: loaded only when a trainer is built
@@ -73,7 +90,8 @@ class CrossDPOConfig(BaseModel):
         return DPOConfig(
             output_dir=output_dir,
             beta=self.beta,
-            loss_type=[self.loss_type],
+            loss_type=self.losses[0],
+            loss_weights=self.losses[1],
             learning_rate=self.learning_rate,
             num_train_epochs=self.epochs,
             max_steps=self.max_steps,

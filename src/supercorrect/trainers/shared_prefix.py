@@ -19,7 +19,8 @@ token is scored: the last prefix token (it predicts both c_0 and r_0) and every 
 
 `SharedPrefixDPOTrainer` is our `CrossDPOTrainer` (so TRL's DPOTrainer and the transformers Trainer: accelerate
 / DDP, PEFT, checkpoints, schedulers, logging) with this collator and forward. The loss is TRL's formula (sigmoid,
-hinge or IPO, beta, reference log-ratios) and the logged metrics have TRL's names. With
+hinge or IPO, beta, reference log-ratios; plus TRL's "sft" term, the NLL of the chosen tokens, which RPO adds with
+a weight) and the logged metrics have TRL's names. With
 `precompute_ref_log_probs`, the reference log-probs are computed once per (tokenised pairs, reference weights,
 precision) and cached on disk (`ref_cache_dir`), so a second run with the same data and model does no reference
 forward at all.
@@ -53,7 +54,7 @@ from .dpo_trainer import TOKEN_COLUMNS, CrossDPOTrainer
 logger = logging.getLogger(__name__)
 
 PREFIX, CHOSEN, REJECTED = 0, 1, 2  # `span` of each token; padding is -1
-SUPPORTED_LOSSES = ("sigmoid", "hinge", "ipo")
+SUPPORTED_LOSSES = ("sigmoid", "hinge", "ipo", "sft")
 MASKED_ATTENTION = ("sdpa", "eager", "flex_attention")
 REF_CACHE_VERSION = 1
 
@@ -198,6 +199,7 @@ class PairOutputs:
     rejected_logps: torch.Tensor  # [n]
     logits: torch.Tensor  # [K, V] at the kept positions (the last prefix row serves c_0 and r_0)
     logps: torch.Tensor  # [K, V] log-softmax of `logits`, fp32
+    token_logps: torch.Tensor  # [T] log-prob of each scored token (batch["target_ids"])
 
 
 def pair_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor], implementation: str) -> PairOutputs:
@@ -218,7 +220,7 @@ def pair_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor], implement
     n_pairs = int(batch["segment_ids"].max()) + 1
     sums = token_logps.new_zeros(2 * n_pairs).index_add(0, batch["target_segments"], token_logps)
     chosen, rejected = sums.view(n_pairs, 2).unbind(1)
-    return PairOutputs(chosen, rejected, logits, logps)
+    return PairOutputs(chosen, rejected, logits, logps, token_logps)
 
 
 # ------------------------------------------------------------------------------------------------ trainer
@@ -376,6 +378,9 @@ class SharedPrefixDPOTrainer(CrossDPOTrainer):
                 per_pair = -F.logsigmoid(self.beta * delta)
             elif loss_type == "hinge":
                 per_pair = torch.relu(1 - self.beta * delta)
+            elif loss_type == "sft":  # RPO's NLL term: TRL's mean over the batch's chosen tokens
+                is_chosen = inputs["target_segments"] % 2 == 0
+                per_pair = (-policy.token_logps[is_chosen].mean()).expand(len(delta))
             else:  # ipo: log-ratios averaged per token
                 n_tokens = torch.bincount(inputs["target_segments"], minlength=2 * len(delta)).view(-1, 2)
                 n_tokens = n_tokens.clamp(min=1)
