@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 
 import pytest
-from supercorrect.problems import generate_synthetic
+from supercorrect.data import generate_synthetic
 
 from supercorrect import report, stats
 from supercorrect.cli import main

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 
-from .grading import Extraction
+from .extraction import Extraction
 
 _NUMBER = re.compile(r"-?\d*\.?\d+")
 _TEXT_TAIL = re.compile(r"\\text\{[^{}]*\}$")

@@ -25,6 +25,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Literal
 
+from .extract_qwen import extract_answer_qwen
+from .extraction import Extraction
+
 __all__ = [
     "Extraction",
     "Grade",
@@ -40,7 +43,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 GradeReason = Literal["correct", "no_answer", "unparsable", "wrong", "timeout"]
-ExtractionSource = Literal["answer_tag", "boxed", "last_number", "final_answer", "answer_phrase"]
 ExtractorName = Literal["default", "qwen"]  # `grading.extractor`: ours, or Qwen2.5-Math's harness (extract_qwen)
 
 # --------------------------------------------------------------------------------------------------------------
@@ -99,14 +101,6 @@ def _extract_boxed(text: str) -> str | None:
     return content.strip()
 
 
-@dataclass
-class Extraction:
-    """The final answer found in a model's text and where it came from (None when nothing was found)."""
-
-    answer: str | None
-    source: ExtractionSource | None
-
-
 def extract_answer(text: str) -> Extraction:
     """Final answer of a model output: last ``<Answer>`` block, else last ``\\boxed{}``, else last number.
 
@@ -124,8 +118,6 @@ def get_extractor(name: str) -> Callable[[str], Extraction]:
     if name == "default":
         return extract_answer
     if name == "qwen":
-        from .extract_qwen import extract_answer_qwen
-
         return extract_answer_qwen
     raise ValueError(f"unknown answer extractor {name!r}; use 'default' or 'qwen'")
 
