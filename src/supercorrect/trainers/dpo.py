@@ -41,6 +41,7 @@ from trl import DPOConfig, DPOTrainer
 
 from ..errors import UserError
 from ..io import read_jsonl, write_json
+from .cpu_fsdp import enable_cpu_fsdp
 from .sft import last_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -229,6 +230,7 @@ def build_trainer(
     ref_model_path: str | None = None,
 ) -> tuple[CrossDPOTrainer, dict[str, int]]:
     """A ready CrossDPOTrainer and the dataset stats. Reference: `ref_model_path`, else the starting model."""
+    enable_cpu_fsdp()  # an FSDP launch on a CPU-only machine runs FSDP, not silently DDP (trainers/cpu_fsdp.py)
     # DPOConfig first: under DeepSpeed ZeRO-3 it must exist before from_pretrained so the weights load sharded.
     args = cfg.to_trl(output_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -318,6 +320,7 @@ def train_cross_dpo(
         "steps": trainer.state.global_step,
         "runtime_s": runtime,
         "world_size": trainer.args.world_size,
+        "distributed_type": trainer.accelerator.distributed_type.value,  # NO, MULTI_CPU (DDP), FSDP, DEEPSPEED...
         "global_batch_size": cfg.batch_size * cfg.grad_accum * trainer.args.world_size,
         "resumed_from": checkpoint,
         **stats,
