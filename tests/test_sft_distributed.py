@@ -75,3 +75,62 @@ def test_cli_rejects_a_bad_flag_in_one_line(tmp_path):
     done = subprocess.run(cmd, env=dpo_cli_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --batch-size: Input should be greater than or equal to 1"
+
+
+@pytest.mark.slow
+def test_hsft_stage_under_fsdp_launch_matches_one_process(tiny_model_dir, tmp_path):
+    """The user's command, `accelerate launch ... -m supercorrect.cli hsft CONFIG`: every process runs the CLI, so
+    rank 0 alone holds the run lock and prepares the stage folder (before, rank 1 failed on the lock)."""
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"name: r\nrun_root: {tmp_path / 'runs'}\nstudent: {{model: {tiny_model_dir}}}\n"
+        "data:\n  train: {kind: synthetic, split: train, n: 4, seed: 0, min_steps: 2, max_steps: 3}\n"
+        "hsft: {epochs: 2, learning_rate: 1.0e-3, warmup_ratio: 0, logging_steps: 1, max_length: 512}\n"
+    )
+    cli = ["-m", "supercorrect.cli"]
+    metrics = {}
+    for name, launch, batch in (("one", [sys.executable], 4), ("fsdp", accelerate_2proc("fsdp"), 2)):
+        where = ["--set", f"name={name}"]
+        run_ok([sys.executable, *cli, "templates", str(config), *where])  # offline, rule-based teacher
+        run_ok([*launch, *cli, "hsft", str(config), *where, "--set", f"hsft.batch_size={batch}"])
+        manifest = json.loads((tmp_path / "runs" / name / "hsft" / "manifest.json").read_text())
+        metrics[name] = manifest["metrics"]
+    one, fsdp = metrics["one"], metrics["fsdp"]
+    assert (one["world_size"], one["global_batch_size"], one["steps"]) == (1, 4, 2)
+    assert (fsdp["world_size"], fsdp["global_batch_size"], fsdp["steps"]) == (2, 4, 2)
+    assert fsdp["distributed_type"] == "FSDP"
+    assert [loss for _, loss in fsdp["loss_curve"]] == pytest.approx([loss for _, loss in one["loss_curve"]], rel=1e-4)
+    models = [tmp_path / "runs" / name / "hsft" / "model" for name in ("one", "fsdp")]
+    assert max_weight_diff(*models) < WEIGHT_ATOL
+
+
+def test_other_ranks_neither_lock_nor_clear_the_stage_folder(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    from supercorrect.config import RunConfig
+    from supercorrect.io import run_lock
+    from supercorrect.stages import Stage
+
+    cfg = RunConfig(name="r", data={}, run_root=str(tmp_path))
+    held = run_lock(cfg.run_dir)  # rank 0 of the job
+    try:
+        monkeypatch.setenv("RANK", "1")
+        run_lock(cfg.run_dir).release()  # no "another supercorrect process is using this run folder"
+        stage = Stage(cfg, "hsft")
+        marker = stage.dir / ".fingerprint"
+        stage.dir.mkdir(parents=True)
+        (stage.dir / "partial").write_text("stale work that rank 0 decides about")
+        marker.write_text("stale\n")
+        # Rank 0 marks the folder as prepared a little later; rank 1 must wait for it, not clear the folder.
+        rank0 = threading.Timer(0.5, lambda: marker.write_text(stage.fingerprint + "\n"))
+        t0 = time.time()
+        rank0.start()
+        stage.start()
+        rank0.join()
+        assert time.time() - t0 >= 0.5
+        assert (stage.dir / "partial").exists()
+        stage.finish({})
+        assert not stage.manifest_path.exists()  # rank 0 alone writes the manifest
+    finally:
+        held.release()
