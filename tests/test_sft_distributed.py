@@ -78,30 +78,23 @@ def test_cli_rejects_a_bad_flag_in_one_line(tmp_path):
 
 
 @pytest.mark.slow
-def test_hsft_stage_under_fsdp_launch_matches_one_process(tiny_model_dir, tmp_path):
+def test_hsft_stage_under_fsdp_launch(tiny_model_dir, tmp_path):
     """The user's command, `accelerate launch ... -m supercorrect.cli hsft CONFIG`: every process runs the CLI, so
-    rank 0 alone holds the run lock and prepares the stage folder (before, rank 1 failed on the lock)."""
+    rank 0 alone holds the run lock and prepares the stage folder (before, rank 1 failed on the lock). The loss
+    parity itself is the trainer-level test above (same trainer, same launch)."""
     config = tmp_path / "run.yaml"
     config.write_text(
         f"name: r\nrun_root: {tmp_path / 'runs'}\nstudent: {{model: {tiny_model_dir}}}\n"
         "data:\n  train: {kind: synthetic, split: train, n: 4, seed: 0, min_steps: 2, max_steps: 3}\n"
-        "hsft: {epochs: 2, learning_rate: 1.0e-3, warmup_ratio: 0, logging_steps: 1, max_length: 512}\n"
+        "hsft: {epochs: 1, batch_size: 2, learning_rate: 1.0e-3, logging_steps: 1, max_length: 512}\n"
     )
-    cli = ["-m", "supercorrect.cli"]
-    metrics = {}
-    for name, launch, batch in (("one", [sys.executable], 4), ("fsdp", accelerate_2proc("fsdp"), 2)):
-        where = ["--set", f"name={name}"]
-        run_ok([sys.executable, *cli, "templates", str(config), *where])  # offline, rule-based teacher
-        run_ok([*launch, *cli, "hsft", str(config), *where, "--set", f"hsft.batch_size={batch}"])
-        manifest = json.loads((tmp_path / "runs" / name / "hsft" / "manifest.json").read_text())
-        metrics[name] = manifest["metrics"]
-    one, fsdp = metrics["one"], metrics["fsdp"]
-    assert (one["world_size"], one["global_batch_size"], one["steps"]) == (1, 4, 2)
-    assert (fsdp["world_size"], fsdp["global_batch_size"], fsdp["steps"]) == (2, 4, 2)
-    assert fsdp["distributed_type"] == "FSDP"
-    assert [loss for _, loss in fsdp["loss_curve"]] == pytest.approx([loss for _, loss in one["loss_curve"]], rel=1e-4)
-    models = [tmp_path / "runs" / name / "hsft" / "model" for name in ("one", "fsdp")]
-    assert max_weight_diff(*models) < WEIGHT_ATOL
+    run_ok([sys.executable, "-m", "supercorrect.cli", "templates", str(config)])  # offline, rule-based teacher
+    run_ok([*accelerate_2proc("fsdp"), "-m", "supercorrect.cli", "hsft", str(config)])
+    stage = tmp_path / "runs" / "r" / "hsft"
+    metrics = json.loads((stage / "manifest.json").read_text())["metrics"]
+    assert (metrics["world_size"], metrics["global_batch_size"], metrics["steps"]) == (2, 4, 1)
+    assert metrics["distributed_type"] == "FSDP"
+    assert (stage / "model" / "model.safetensors").exists() and (stage / "model" / "README.md").exists()
 
 
 def test_other_ranks_neither_lock_nor_clear_the_stage_folder(tmp_path, monkeypatch):
