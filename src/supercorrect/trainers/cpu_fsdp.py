@@ -19,6 +19,8 @@ from __future__ import annotations
 import functools
 import os
 
+from ..errors import UserError
+
 _PATCHED = False
 
 
@@ -43,6 +45,9 @@ def enable_cpu_fsdp() -> bool:
     def init(self, *args, fsdp_plugin=None, **kwargs):
         original_init(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
         if self.distributed_type == DistributedType.MULTI_CPU and fsdp_plugin is not None:
+            if fsdp_plugin.fsdp_version != 2:  # FSDP1 wants a device id: "Inconsistent compute device and
+                # `device_id` on rank 1: cpu vs cpu:0" (and "no available devices" with sync_module_states)
+                raise UserError("FSDP on CPU needs fsdp_version: 2 in the accelerate config (FSDP1 needs a GPU)")
             # As accelerate does for a GPU FSDP run: the shared PartialState records the type too, so a later
             # AcceleratorState() (transformers builds several) keeps FSDP instead of copying MULTI_CPU back.
             self.distributed_type = DistributedType.FSDP
