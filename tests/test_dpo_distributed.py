@@ -13,9 +13,11 @@ the saved model, gathered from the shards, must equal the 1-process model.
 
 Under DDP a third run, 2 processes with precomputed reference log-probs, must agree too.
 
-Tolerance: 1e-4 relative on the logged loss and rewards/margins of every step, 1e-5 absolute on the saved
-weights after 2 steps at lr 1e-3. The processes reduce the fp32 gradients in another order than one process does;
-the difference seen is ~1e-6 relative on the loss and ~1e-6 on the weights (docs/distributed.md).
+Tolerance: 1e-4 relative on the logged loss and rewards/margins of every step, 1e-4 absolute on the saved
+weights after 2 Adam steps at lr 1e-3 (each step moves a weight by up to ~lr; processes that did not average their
+gradients differ by about that much). The processes reduce the fp32 gradients in another order, and pad shorter
+batches, than one process does; the largest differences seen are 4.3e-6 relative on a loss and 8.5e-6 on a weight
+(docs/distributed.md, benchmarks/distributed_parity.py).
 """
 
 import importlib.util
@@ -48,7 +50,7 @@ ENGINE_PARAMS = [
     pytest.param("zero3", marks=pytest.mark.skipif(
         importlib.util.find_spec("deepspeed") is None, reason="deepspeed not installed (extra [deepspeed])")),
 ]  # fmt: skip
-WEIGHT_ATOL = 1e-5
+WEIGHT_ATOL = 1e-4  # a tenth of one Adam step at lr 1e-3
 
 
 DPO_CLI = ["-m", "supercorrect.trainers.dpo"]  # after `python` or after an `accelerate launch` command
