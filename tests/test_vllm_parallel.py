@@ -65,7 +65,7 @@ def test_tensor_parallel_size_reaches_vllm_llm(fake_vllm):
 
 
 def test_data_parallel_size_is_never_an_engine_argument():
-    # vLLM >= 0.11.1 raises for LLM(data_parallel_size>1) in one process (vllm PR #27282): replicas instead.
+    # vLLM raises for LLM(data_parallel_size>1) in one process since PR #27282: replicas instead.
     with pytest.raises(ValueError, match="DataParallelVLLM"):
         engine_kwargs("m", "float32", 0.2, 0, data_parallel_size=2)
 

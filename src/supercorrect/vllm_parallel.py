@@ -4,14 +4,14 @@
 `vllm.LLM(tensor_parallel_size=T)` as it is (`engine_kwargs`).
 
 `generation.data_parallel_size: D` runs D engines, each on its own T GPUs, and gives each a contiguous share of
-the prompts. It is NOT passed to `vllm.LLM`: since vLLM PR #27282 (v0.11.1) `LLM(data_parallel_size=D)` in one
-process raises ValueError ("not supported for single-process usage and may hang"); vLLM's offline data
+the prompts. It is NOT passed to `vllm.LLM`: since vLLM PR #27282 (October 2025) `LLM(data_parallel_size=D)` in
+one process raises ValueError ("not supported for single-process usage and may hang"); vLLM's offline data
 parallelism is one process per rank with the VLLM_DP_* variables set (examples/.../data_parallel_offline.py), whose
 ranks step in lock-step, which dense models do not need (it exists for MoE expert parallelism) and which is known
 to fail when ranks finish at different times (vllm#23534). So `DataParallelVLLM` starts D plain replicas
 (processes started with `spawn`, CUDA_VISIBLE_DEVICES = the replica's T GPUs) and joins their answers in prompt
 order. Every request carries its own seed, derived from its index in the whole call (`request_seed`), so the
-samples do not depend on D: a run with D = 4 draws what D = 1 draws.
+seeds do not depend on D: a run with D = 4 draws what D = 1 draws, up to batch-dependent GPU kernel results.
 
 Across machines, run one `supercorrect` process per machine on its own data, or point the teacher/student at a
 `vllm serve` deployment (docs/distributed.md).
