@@ -12,12 +12,12 @@ import io
 from pathlib import Path
 
 import pytest
-from supercorrect.data import generate_synthetic
 
 from supercorrect import report, stats
 from supercorrect.cli import main
 from supercorrect.compare import Settings, compare_runs, load_run, to_csv, to_markdown, write
 from supercorrect.config import RunConfig
+from supercorrect.data import generate_synthetic
 from supercorrect.errors import UserError
 from supercorrect.io import write_json, write_jsonl
 from supercorrect.metrics import summarize

@@ -14,13 +14,21 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import subprocess
 import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from test_dpo_distributed import DPO_CLI, accelerate_2proc, dpo_cli_env  # the 2-process launch helpers
+from test_dpo_distributed import (  # the 2-process launch helpers
+    DISTRIBUTED_TYPE,
+    DPO_CLI,
+    ENGINE_PARAMS,
+    WEIGHT_ATOL,
+    accelerate_2proc,
+    logged_steps,
+    max_weight_diff,
+    run_ok,
+)
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from supercorrect.trainers.common import LoraConfig
@@ -397,36 +405,53 @@ def test_flex_attention_equals_two_sequence_forwards(tokenizer, perturbed_dir, p
     torch.testing.assert_close(out.rejected_logps, expected_r, rtol=LOGP_RTOL, atol=LOGP_ATOL)
 
 
-@pytest.mark.slow
-def test_two_cpu_processes_match_one_process(tiny_model_dir, perturbed_dir, pairs, tmp_path):
-    """accelerate launch, 2 gloo processes x 2 pairs == 1 process x 4 pairs == the two-sequence path (1e-4 rel)."""
-    pairs_file = tmp_path / "pairs.jsonl"
+@pytest.fixture(scope="module")
+def one_process_runs(tiny_model_dir, perturbed_dir, pairs, tmp_path_factory):
+    """CLI arguments and the logged steps of the 1-process runs: two-sequence path and shared-prefix path."""
+    tmp = tmp_path_factory.mktemp("shared-prefix-dist")
+    pairs_file = tmp / "pairs.jsonl"
     pairs_file.write_text("".join(json.dumps(row) + "\n" for row in pairs[:4]))
-    env = dpo_cli_env()
     args = [*DPO_CLI, "--pairs", str(pairs_file), "--model", perturbed_dir]
     args += ["--ref-model", str(tiny_model_dir), "--max-steps", "2", "--learning-rate", "1e-3"]
     args += ["--warmup-ratio", "0", "--no-resume"]
     runs = {
         "two_seq": [sys.executable, *args, "--batch-size", "4", "--no-shared-prefix"],
         "one": [sys.executable, *args, "--batch-size", "4"],
-        "two": [*accelerate_2proc(), *args, "--batch-size", "2"],
-        "two_pre": [
-            *accelerate_2proc(), *args, "--batch-size", "2",
-            "--precompute-ref-log-probs", "--ref-cache-dir", str(tmp_path / "cache"),
-        ],
-    }  # fmt: skip
+    }
     steps = {}
     for name, cmd in runs.items():
-        out = tmp_path / name
-        done = subprocess.run([*cmd, "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-4000:]
-        metrics = json.loads((out / "cross_dpo_metrics.json").read_text())
-        assert metrics["world_size"] == (2 if name in ("two", "two_pre") else 1)
-        steps[name] = [entry for entry in metrics["log_history"] if "loss" in entry]
-    assert list((tmp_path / "cache").glob("ref_logps_*.pt"))
+        run_ok([*cmd, "--out", str(tmp / name)])
+        metrics, steps[name] = logged_steps(tmp / name)
+        assert metrics["world_size"] == 1
     base = steps["two_seq"]
     assert len(base) == 2 and abs(base[0]["loss"] - math.log(2)) > 1e-2
-    for name in ("one", "two", "two_pre"):
+    return args, tmp, steps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ENGINE_PARAMS)
+def test_two_cpu_processes_match_one_process(engine, one_process_runs, tmp_path):
+    """accelerate launch, 2 gloo processes x 2 pairs == 1 process x 4 pairs == the two-sequence path (1e-4 rel),
+    under DDP, FSDP2 and DeepSpeed ZeRO-3 (see tests/test_dpo_distributed.py)."""
+    args, one_dir, one_steps = one_process_runs
+    steps = dict(one_steps)  # the fixture's dict is shared by both engines
+    runs = {"two": [*accelerate_2proc(engine), *args, "--batch-size", "2"]}
+    if engine == "ddp":
+        runs["two_pre"] = [
+            *accelerate_2proc(engine), *args, "--batch-size", "2",
+            "--precompute-ref-log-probs", "--ref-cache-dir", str(tmp_path / "cache"),
+        ]  # fmt: skip
+    for name, cmd in runs.items():
+        run_ok([*cmd, "--out", str(tmp_path / name)])
+        metrics, steps[name] = logged_steps(tmp_path / name)
+        assert metrics["world_size"] == 2, name
+        assert metrics["distributed_type"] == DISTRIBUTED_TYPE[engine], name
+    if engine == "ddp":
+        assert list((tmp_path / "cache").glob("ref_logps_*.pt"))
+    else:  # the final save gathered the shards into the same weights
+        assert max_weight_diff(one_dir / "one", tmp_path / "two") < WEIGHT_ATOL
+    base = steps["two_seq"]
+    for name in ("one", *runs):
         for a, b in zip(base, steps[name], strict=True):
             assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), name
             assert b["rewards/margins"] == pytest.approx(a["rewards/margins"], rel=1e-4, abs=1e-5), name

@@ -90,6 +90,19 @@ class GenerationConfig(Section):
     temperature: float = Field(0.7, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)
     vllm_gpu_memory_utilization: float = Field(0.2, gt=0, le=1)
+    # vLLM only (docs/distributed.md): GPUs per engine, and engine replicas each taking a share of the prompts.
+    tensor_parallel_size: int = Field(1, ge=1)
+    data_parallel_size: int = Field(1, ge=1)
+
+    # Where the engine runs, not what it samples (every request has its own seed): never redoes a finished stage,
+    # and runs made before these keys existed keep their fingerprints.
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"tensor_parallel_size", "data_parallel_size"})
+
+    @model_validator(mode="after")
+    def _parallel_needs_vllm(self) -> GenerationConfig:
+        if self.backend != "vllm" and (self.tensor_parallel_size > 1 or self.data_parallel_size > 1):
+            raise ValueError("tensor_parallel_size / data_parallel_size > 1 need backend: vllm")
+        return self
 
 
 class TemplatesConfig(Section):
@@ -200,8 +213,9 @@ class RunConfig(Section):
     def section_hash(self, *names: str) -> str:
         """Hash of the config sections a stage depends on: a stage is redone only when these change."""
         dump = self.model_dump(mode="json")
-        if isinstance(dump.get("teacher"), dict):
-            dump["teacher"] = {k: v for k, v in dump["teacher"].items() if k not in TeacherConfig.OPERATIONAL}
+        for name, section in (("teacher", TeacherConfig), ("generation", GenerationConfig)):
+            if isinstance(dump.get(name), dict):
+                dump[name] = {k: v for k, v in dump[name].items() if k not in section.OPERATIONAL}
         ev = dump.get("evaluate")
         if isinstance(ev, dict):  # no judge hashes as before judges existed; a judge's operational keys never count
             judge = ev.pop("judge", None)

@@ -137,23 +137,24 @@ class VLLMBackend(Backend):
         seed: int = 0,
         **engine_args,
     ):
-        """`engine_args` go to `vllm.LLM` as they are (max_model_len, enforce_eager, tensor_parallel_size...)."""
+        """`engine_args` go to `vllm.LLM` as they are (max_model_len, enforce_eager, tensor_parallel_size...);
+        the keyword arguments are built by `vllm_parallel.engine_kwargs` (data parallelism: `DataParallelVLLM`)."""
         from vllm import LLM
         from vllm.platforms import current_platform
 
-        if current_platform.is_cpu():
-            # vLLM rewinds a seeded request's generator after each partial (chunked) prefill step, which only CUDA
-            # generators allow: on CPU the engine dies ("CPU Generator does not use offset"). Prefill whole prompts.
-            engine_args.setdefault("enable_chunked_prefill", False)
-            # torch.compile adds minutes to every start on CPU for no measurable speed-up (docs/vllm.md).
-            engine_args.setdefault("enforce_eager", True)
-        self.llm = LLM(
-            model=model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, seed=seed, **engine_args
-        )
+        from .vllm_parallel import engine_kwargs
+
+        on_cpu = current_platform.is_cpu()
+        self.llm = LLM(**engine_kwargs(model_path, dtype, gpu_memory_utilization, seed, on_cpu=on_cpu, **engine_args))
         self.tokenizer = self.llm.get_tokenizer()
 
-    def generate(self, prompts: Sequence[str], s: SamplingSettings, desc: str | None = None) -> list[list[Completion]]:
+    def generate(
+        self, prompts: Sequence[str], s: SamplingSettings, desc: str | None = None, first_index: int = 0
+    ) -> list[list[Completion]]:
+        """`first_index`: the index of prompts[0] in the whole call (a data-parallel replica's share)."""
         from vllm import SamplingParams
+
+        from .vllm_parallel import request_seed
 
         ids = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
         params = [
@@ -164,7 +165,7 @@ class VLLMBackend(Backend):
                 max_tokens=s.max_new_tokens,
                 stop=list(s.stop) or None,
                 include_stop_str_in_output=True,
-                seed=s.seed * 100_003 + i * s.n,  # vLLM gives the n samples of a request seed, seed + 1, ...
+                seed=request_seed(s, first_index + i),
             )
             for i in range(len(ids))
         ]
@@ -186,9 +187,25 @@ class VLLMBackend(Backend):
         del self.llm
 
 
-def make_backend(kind: str, model_path: str, dtype: str, batch_size: int, gpu_memory_utilization: float = 0.2):
+def make_backend(
+    kind: str,
+    model_path: str,
+    dtype: str,
+    batch_size: int,
+    gpu_memory_utilization: float = 0.2,
+    tensor_parallel_size: int = 1,
+    data_parallel_size: int = 1,
+):
+    """The `generation.backend`; tensor/data parallelism are vLLM's (the config refuses them for transformers)."""
     if kind == "vllm":
-        return VLLMBackend(model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization)
+        kwargs = {"dtype": dtype, "gpu_memory_utilization": gpu_memory_utilization}
+        if data_parallel_size > 1:
+            from .vllm_parallel import DataParallelVLLM
+
+            return DataParallelVLLM(model_path, data_parallel_size, tensor_parallel_size, **kwargs)
+        return VLLMBackend(model_path, tensor_parallel_size=tensor_parallel_size, **kwargs)
+    if tensor_parallel_size > 1 or data_parallel_size > 1:
+        raise ValueError("tensor_parallel_size and data_parallel_size need the vllm backend")
     return TransformersBackend(model_path, dtype=dtype, batch_size=batch_size)
 
 

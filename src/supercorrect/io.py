@@ -144,8 +144,23 @@ def sha256_file(path: str | os.PathLike, limit: int | None = None) -> str:
     return h.hexdigest()
 
 
-def run_lock(run_dir: str | os.PathLike) -> FileLock:
-    """An exclusive lock on a run folder: a second run pointed at it fails at once with a clear message."""
+def launch_rank() -> int:
+    """This process's rank in an `accelerate launch` / torchrun job; 0 when it runs alone."""
+    return int(os.environ.get("RANK", "0"))
+
+
+class _HeldByRankZero:
+    def release(self) -> None:
+        pass
+
+
+def run_lock(run_dir: str | os.PathLike) -> FileLock | _HeldByRankZero:
+    """An exclusive lock on a run folder: a second run pointed at it fails at once with a clear message.
+
+    Under `accelerate launch` every process runs the same command: rank 0 holds the lock for the whole job (the
+    other ranks taking it too would fail as a "second run")."""
+    if launch_rank() != 0:
+        return _HeldByRankZero()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(run_dir / ".lock"))

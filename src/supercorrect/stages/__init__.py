@@ -17,7 +17,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..errors import UserError
-from ..io import atomic_write_text, read_json, sha256_json, write_json
+from ..io import atomic_write_text, launch_rank, read_json, sha256_json, write_json
 
 
 def versions() -> dict[str, str]:
@@ -77,9 +77,20 @@ class Stage:
             return False
 
     def start(self) -> Stage:
-        """Prepare the folder: keep partial work of the same fingerprint, clear anything else."""
+        """Prepare the folder: keep partial work of the same fingerprint, clear anything else.
+
+        Under `accelerate launch` (a training stage on several processes) rank 0 prepares it and the other ranks
+        wait until it has, instead of clearing it under rank 0's feet."""
         fp = self.fingerprint
         marker = self.dir / ".fingerprint"
+        if launch_rank() != 0:
+            deadline = time.time() + 600
+            while not (marker.exists() and marker.read_text().strip() == fp):
+                if time.time() > deadline:
+                    raise UserError(f"{self.dir}: rank 0 did not prepare the stage folder within 10 minutes")
+                time.sleep(0.2)
+            self.t0 = time.time()
+            return self
         if self.dir.exists() and (not marker.exists() or marker.read_text().strip() != fp):
             shutil.rmtree(self.dir)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -103,5 +114,6 @@ class Stage:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **more,
         }
-        write_json(self.manifest_path, manifest)
+        if launch_rank() == 0:  # one writer under `accelerate launch`
+            write_json(self.manifest_path, manifest)
         return manifest

@@ -92,6 +92,7 @@ def run(cfg: RunConfig) -> dict:
         backend = make_backend(
             cfg.generation.backend, model_path(cfg, "hsft"), cfg.student.dtype, cfg.generation.batch_size,
             cfg.generation.vllm_gpu_memory_utilization,
+            cfg.generation.tensor_parallel_size, cfg.generation.data_parallel_size,
         )
         try:
             items = [

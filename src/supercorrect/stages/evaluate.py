@@ -115,6 +115,7 @@ def run(cfg: RunConfig, tag: str = "base", prompt: str | None = None) -> dict:
     backend = make_backend(
         cfg.generation.backend, path, cfg.student.dtype, cfg.generation.batch_size,
         cfg.generation.vllm_gpu_memory_utilization,
+        cfg.generation.tensor_parallel_size, cfg.generation.data_parallel_size,
     )
     max_new = cfg.evaluate.max_new_tokens or cfg.generation.max_new_tokens
     summaries: dict[str, dict] = {}

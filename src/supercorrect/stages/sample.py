@@ -38,6 +38,7 @@ def run(cfg: RunConfig) -> dict:
     backend = make_backend(
         cfg.generation.backend, path, cfg.student.dtype, cfg.generation.batch_size,
         cfg.generation.vllm_gpu_memory_utilization,
+        cfg.generation.tensor_parallel_size, cfg.generation.data_parallel_size,
     )
     try:
         items = [(p.id, chat_prompt(backend.tokenizer, prompts.render("ht", problem=p.question))) for p in problems]

@@ -76,6 +76,10 @@ def make_teacher(cfg, run_dir: Path) -> Teacher:
         path = resolve_model(t.model)
     except UserError as e:
         raise UserError(f"teacher.model: {e}") from None
-    backend = make_backend(cfg.generation.backend, path, cfg.student.dtype, cfg.generation.batch_size)
+    g = cfg.generation
+    backend = make_backend(
+        g.backend, path, cfg.student.dtype, g.batch_size, g.vllm_gpu_memory_utilization,
+        g.tensor_parallel_size, g.data_parallel_size,
+    )  # fmt: skip
     chat = LocalChat(backend, backend.tokenizer, t.max_tokens)
     return LLMTeacher(chat.chat_many, name=f"local:{t.model}", usage=chat.usage)

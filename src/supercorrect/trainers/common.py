@@ -85,6 +85,14 @@ def save_final(trainer, tokenizer, out: Path) -> None:
     model = trainer.model
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
+    elif trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+        # Sharded weights: every process takes part in gathering them (FULL_STATE_DICT / ZeRO-3 16-bit save) and
+        # rank 0 writes one normal checkpoint. A rank-0-only save_pretrained of the FSDP2 model died with
+        # "RuntimeError: Attempted to access the data pointer on an invalid python storage".
+        trainer.save_model(str(out))
+        if trainer.accelerator.is_main_process:
+            tokenizer.save_pretrained(out)
+        return
     if trainer.accelerator.is_main_process:
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)

@@ -42,6 +42,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from ..errors import UserError
 from ..io import read_jsonl, write_json
 from .common import LoraConfig, last_checkpoint, peft_config
+from .cpu_fsdp import enable_cpu_fsdp
 from .dpo_config import CrossDPOConfig
 from .dpo_trainer import CrossDPOTrainer, build_dataset
 from .shared_prefix import SharedPrefixDPOTrainer
@@ -61,6 +62,7 @@ def build_trainer(
     seed: int = 0,
 ) -> tuple[CrossDPOTrainer, dict[str, int]]:
     """A ready CrossDPOTrainer and the dataset stats. Reference: `ref_model_path`, else the starting model."""
+    enable_cpu_fsdp()  # an FSDP launch on a CPU-only machine runs FSDP, not silently DDP (trainers/cpu_fsdp.py)
     # DPOConfig first: under DeepSpeed ZeRO-3 it must exist before from_pretrained so the weights load sharded.
     args = cfg.to_trl(output_dir, seed=seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
@@ -149,6 +151,7 @@ def train_cross_dpo(
         "steps": trainer.state.global_step,
         "runtime_s": runtime,
         "world_size": trainer.args.world_size,
+        "distributed_type": trainer.accelerator.distributed_type.value,  # NO, MULTI_CPU (DDP), FSDP, DEEPSPEED...
         "global_batch_size": cfg.batch_size * cfg.grad_accum * trainer.args.world_size,
         "resumed_from": checkpoint,
         **stats,

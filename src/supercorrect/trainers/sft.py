@@ -3,16 +3,31 @@
 Used by stage `hsft` (HT prompt -> hierarchical solution) and by the CoT SFT baseline (CoT prompt -> plain
 solution). Full fine-tuning or LoRA; runs unchanged under `accelerate launch` (DeepSpeed / FSDP configs in
 `accelerate/`). Checkpoints go to `<output_dir>/checkpoints` and a killed run resumes from the last one.
+
+Run it alone or under `accelerate launch` on a JSONL of {prompt, completion} rows (docs/distributed.md):
+    python -m supercorrect.trainers.sft --data rows.jsonl --model base_dir --out hsft_dir
+    accelerate launch --config_file accelerate/fsdp.yaml -m supercorrect.trainers.sft --data ... --batch-size 4
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import sys
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from ..errors import UserError
+from ..io import read_jsonl, write_json
 from ..models import load_tokenizer, torch_dtype
-from .common import last_checkpoint, peft_config, save_final
+from .common import LoraConfig, last_checkpoint, peft_config, save_final
+from .cpu_fsdp import enable_cpu_fsdp
 from .sft_config import SFTConfig
+
+METRICS_FILE = "hsft_metrics.json"
 
 
 def train_sft(
@@ -25,6 +40,7 @@ def train_sft(
     import trl
     from datasets import Dataset
 
+    enable_cpu_fsdp()  # an FSDP launch on a CPU-only machine runs FSDP, not silently DDP (trainers/cpu_fsdp.py)
     out = Path(output_dir)
     ckpt_dir = out / "checkpoints"
     tokenizer = load_tokenizer(model_path)
@@ -89,5 +105,51 @@ def train_sft(
         "loss_curve": [(h["step"], h["loss"]) for h in logs],
         "device": str(trainer.args.device),
         "world_size": trainer.args.world_size,
+        "distributed_type": trainer.accelerator.distributed_type.value,  # NO, MULTI_CPU (DDP), FSDP, DEEPSPEED...
+        "global_batch_size": cfg.batch_size * cfg.grad_accum * trainer.args.world_size,
         "dtype": str(getattr(torch, dtype)),
     }
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m supercorrect.trainers.sft", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", required=True, help="JSONL of {prompt, completion} (e.g. templates/hsft.jsonl)")
+    parser.add_argument("--model", required=True, help="starting model dir")
+    parser.add_argument("--out", required=True, help="output dir (model/, checkpoints/, hsft_metrics.json)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    # One flag per scalar SFTConfig field (--epochs, --learning-rate, --batch-size, --bf16/--no-bf16, ...);
+    # defaults come from SFTConfig, so validation and defaults stay in one place.
+    for name, field in SFTConfig.model_fields.items():
+        if name == "lora":
+            continue
+        flag = "--" + name.replace("_", "-")
+        if field.annotation is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            parser.add_argument(flag, type=int if field.annotation in (int, int | None) else type(field.default))
+    parser.add_argument("--lora", action="store_true", help="train a LoRA adapter (then merged)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parse_args(argv)
+    given = {k: getattr(args, k) for k in SFTConfig.model_fields if k != "lora" and getattr(args, k) is not None}
+    try:
+        cfg = SFTConfig(**given, lora=LoraConfig() if args.lora else None)
+    except ValidationError as e:  # the project's convention: one line, exit status 2
+        bad = e.errors()[0]
+        print(f"error: --{str(bad['loc'][0]).replace('_', '-')}: {bad['msg']}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        metrics = train_sft(args.model, read_jsonl(args.data), args.out, cfg, seed=args.seed, dtype=args.dtype)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if int(os.environ.get("RANK", "0")) == 0:
+        write_json(Path(args.out) / METRICS_FILE, metrics)
+        print(json.dumps({k: v for k, v in metrics.items() if k != "loss_curve"}, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
