@@ -18,6 +18,7 @@ EPILOG = """examples:
   supercorrect evaluate configs/demo.yaml --model hsft
   supercorrect run configs/demo.yaml --set hsft.epochs=1 --set name=quick
   supercorrect check-grader --data ../shared/data    # rule-based grader against real reference answers
+  supercorrect export runs/demo exported/           # templates, corrections, pairs as HF datasets + cards
 
 A run writes everything under runs/<name>/<stage>/ with a manifest.json per stage; see README.md."""
 
@@ -68,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare-model", help="convert the embedded default model once and print its folder")
     p.add_argument("name", nargs="?", default="smollm2-135m")
     sub.add_parser("stages", help="list the stages")
+    p = sub.add_parser("export", help="write a run's templates, corrections and pairs as HF datasets with cards")
+    p.add_argument("run_dir", help="the run folder, e.g. runs/demo")
+    p.add_argument("out", help="output folder; one dataset per subfolder (load with datasets.load_dataset)")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also push to this hub dataset repo (needs network, HF_TOKEN)")
+    p.add_argument("--public", action="store_true", help="with --push-to-hub: create a public repo (default private)")
     return parser
 
 
@@ -99,6 +105,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .models import resolve_model
 
         print(resolve_model(args.name))
+        return 0
+    if args.command == "export":
+        from .export import export_run
+
+        written = export_run(args.run_dir, args.out, push_to_hub=args.push_to_hub, private=not args.public)
+        for name, n in written.items():
+            print(f"{name}: {n} rows -> {args.out}/{name}")
         return 0
     if args.command == "check-grader":
         from pathlib import Path

@@ -17,6 +17,13 @@ from .io import sha256_json
 from .problems import DataSpec
 
 
+def _check_report_to(v: str | list[str]) -> str | list[str]:
+    names = [n.strip() for n in (v.split(",") if isinstance(v, str) else v)]
+    if "auto" in names and len(names) > 1:
+        raise ValueError("'auto' cannot be combined with other integrations; name them instead")
+    return v
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
@@ -91,6 +98,16 @@ class TrainConfig(Section):
     logging_steps: int = Field(5, ge=1)
     save_steps: int | None = Field(None, ge=1)  # checkpoint every N steps (resume point); None = end only
     bf16: bool = False
+    # Where the Trainer also sends its logs: "auto" = TensorBoard event files in <stage>/tensorboard when tensorboard
+    # is installed, else none; "none"; or integrations by name ("tensorboard", "wandb", ...). See tracking.py.
+    report_to: str | list[str] = "auto"
+
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"report_to"})  # never redoes a finished stage
+
+    @field_validator("report_to")
+    @classmethod
+    def _report_to(cls, v: str | list[str]) -> str | list[str]:
+        return _check_report_to(v)
 
 
 class TemplatesConfig(Section):
@@ -143,6 +160,14 @@ class DPOConfig(Section):
     bf16: bool = False
     shared_prefix: bool = True  # one [prompt | chosen | rejected] sequence per pair; false: TRL's 2 rows
     max_pairs: int | None = Field(None, ge=1)  # train on the first N pairs of the artifact (default: all)
+    report_to: str | list[str] = "auto"  # as in TrainConfig (hsft)
+
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"report_to"})
+
+    @field_validator("report_to")
+    @classmethod
+    def _report_to(cls, v: str | list[str]) -> str | list[str]:
+        return _check_report_to(v)
 
 
 class RunConfig(Section):
@@ -179,8 +204,10 @@ class RunConfig(Section):
     def section_hash(self, *names: str) -> str:
         """Hash of the config sections a stage depends on: a stage is redone only when these change."""
         dump = self.model_dump(mode="json")
-        if isinstance(dump.get("teacher"), dict):
-            dump["teacher"] = {k: v for k, v in dump["teacher"].items() if k not in TeacherConfig.OPERATIONAL}
+        for section, field in type(self).model_fields.items():
+            operational = getattr(field.annotation, "OPERATIONAL", None)
+            if operational and isinstance(dump.get(section), dict):
+                dump[section] = {k: v for k, v in dump[section].items() if k not in operational}
         return sha256_json({n: dump.get(n) for n in names})[:16]
 
 

@@ -22,6 +22,8 @@ def dpo_settings(c: DPOConfig, seed: int) -> CrossDPOConfig:
     from ..trainers.dpo import CrossDPOConfig, LoraSettings
 
     fields = c.model_dump(exclude={"lora", "max_pairs"})  # max_pairs selects data; the stage applies it
+    if isinstance(fields["report_to"], list):
+        fields["report_to"] = ",".join(fields["report_to"])
     lora = LoraSettings(**c.lora.model_dump()) if c.lora else None
     return CrossDPOConfig(**fields, lora=lora, seed=seed)
 
@@ -38,6 +40,7 @@ def train_stage(cfg: RunConfig, st: Stage, pairs_file, start_model: str) -> dict
     settings = dpo_settings(cfg.cross_dpo, cfg.seed)
     # Outside the stage folder, which a config change clears: the cache is keyed by data and reference weights.
     settings.ref_cache_dir = str(cfg.run_dir / "cache" / "ref_logps")
+    settings.tracking_dir = str(st.dir)  # log_history.json and tensorboard/ beside the model, not inside it
     metrics = train_cross_dpo(start_model, pairs, str(st.dir / "model"), settings)
     metrics.pop("log_history", None)
     print(f"[{st.name}] {metrics['steps']} steps, loss {metrics['first_loss']} -> {metrics['last_loss']}")

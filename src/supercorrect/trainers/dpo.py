@@ -41,6 +41,7 @@ from trl import DPOConfig, DPOTrainer
 
 from ..errors import UserError
 from ..io import read_jsonl, write_json
+from ..tracking import attach, resolve_report_to, save_history
 from .sft import last_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,10 @@ class CrossDPOConfig:
     shared_prefix: bool = True
     pack_length: int = 0  # shared_prefix: 0 = one pair per row, N = pack pairs into rows of at most N tokens
     ref_cache_dir: str | None = None  # precomputed reference log-probs cache; None: <output_dir>/ref_logps
+    # Trainer integrations, comma-separated: "auto" (TensorBoard when installed), "none", "tensorboard,wandb", ...
+    report_to: str = "auto"
+    # Where log_history.json and tensorboard/ go (the stage folder); None: output_dir
+    tracking_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.warmup_ratio < 1:
@@ -137,7 +142,7 @@ class CrossDPOConfig:
             precompute_ref_log_probs=self.precompute_ref_log_probs,
             bf16=self.bf16,
             activation_checkpointing=self.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
-            report_to="none",
+            report_to=resolve_report_to(self.report_to),
             ddp_find_unused_parameters=False,  # every trainable parameter gets a gradient (full or LoRA)
             # On a machine without GPU, say so: transformers then sets up gloo multi-CPU training when launched
             # with several processes (accelerate launch --multi_gpu / torchrun), instead of N unsynced runs.
@@ -301,6 +306,7 @@ def train_cross_dpo(
     `output_dir/cross_dpo_metrics.json`.
     """
     trainer, stats = build_trainer(model_path, pairs, output_dir, cfg, ref_model_path)
+    attach(trainer, cfg.tracking_dir or output_dir)
     checkpoint = last_checkpoint(output_dir) if resume else None
     if checkpoint:
         logger.info("resuming Cross-DPO from %s", checkpoint)
@@ -311,6 +317,7 @@ def train_cross_dpo(
     _save_final_model(trainer, model_path, output_dir, cfg)
 
     history = trainer.state.log_history
+    save_history(trainer, cfg.tracking_dir or output_dir)  # the report's training curves
     step_logs = [entry for entry in history if "loss" in entry]
     last = step_logs[-1] if step_logs else {}
     metrics: dict[str, Any] = {
