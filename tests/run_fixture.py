@@ -7,7 +7,6 @@ own correction, and HTML in the problem text.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from supercorrect import prompts, xmlformat
@@ -34,7 +33,7 @@ def make_run_folder(root: Path) -> Path:
     run = root / "runs" / "fixture"
     teacher = {"name": "reference (rule-based)", "rule_based": True}
     templates, corrections, pairs = [], [], []
-    for pid, question, steps, k, cause, corr, reason, later, pair in CASES:
+    for pid, question, steps, k, cause, corr, reason, _later, pair in CASES:
         solution = xmlformat.render_solution(steps, "?")
         trace = xmlformat.render_correction(steps, k, cause, corr, "42")
         own = f"<Step{k}>\n<Cause>I think it is fine {HOSTILE if k == 1 else ''}</Cause>\n" \

@@ -139,3 +139,8 @@ def test_stage2_and_baselines_tiny(tmp_path, tiny_model_dir):
     assert (run / "instance-dpo" / "model" / "config.json").exists()
     man = read_json(run / "pairs" / "manifest.json")
     assert man["counts"]["prefix_to_completion_ratio"] > 1
+    # The report draws every training stage's curves and writes the HTML page with the stage-2 browser.
+    for name in ("hsft", "cross-dpo", "cot-sft", "instance-dpo"):
+        assert (run / name / "log_history.json").exists(), name
+        assert (run / "report" / f"curves-{name}.png").exists(), name
+    assert (run / "report" / "report.html").read_text().count('<article class="item"') == 6
