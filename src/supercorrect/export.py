@@ -103,6 +103,8 @@ def card(name: str, run_dir: Path, stage: str, what: str, prompt_names: tuple[st
         "size_categories": [_size_category(len(rows))],
         "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]}],
     }
+    if lic == "other":  # the hub asks for a name with "other"; the card's licence section lists each source's
+        header = {"license": lic, "license_name": "mixed-see-card", **{k: v for k, v in header.items() if k != "license"}}
     import yaml
 
     counts = manifest.get("counts", {})
