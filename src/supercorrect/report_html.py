@@ -350,7 +350,7 @@ def write_report_html(run_dir: Path, title: str, questions: Mapping[str, str] | 
     items = browser_items(run_dir, questions)
     note = ""
     man = run_dir / "correct" / "manifest.json"
-    if man.exists():
+    if man.exists() and "Teacher:" not in md:  # report.md names the templates' teacher; else say it here
         teacher = read_json(man).get("teacher") or {}
         if teacher.get("name"):
             rule = teacher.get("rule_based") and "rule-based" not in str(teacher["name"])
