@@ -20,12 +20,12 @@ def test_export_loads_back_with_datasets(tmp_path, capsys):
     want = expected_counts()
     for name, n in want.items():
         assert f"{name}: {n} rows" in printed
-        assert (out / name / "data" / "train-00000-of-00001.parquet").exists()
         ds = load_dataset(str(out / name), split="train")
         assert len(ds) == n
         card = (out / name / "README.md").read_text()
         header = yaml.safe_load(card.split("---\n")[1])
-        assert header["configs"][0]["data_files"][0]["path"] == "data/*.parquet"
+        [data_file] = [p.relative_to(out / name).as_posix() for p in (out / name / "data").iterdir()]
+        assert header["configs"][0]["data_files"][0]["path"] == data_file
         assert f"Rows: **{n}**" in card and "## Licence of the source problems" in card
         assert "reference (rule-based)" in card and "it is not an LLM" in card
     # Rows round-trip exactly, the hostile text included (it is data, not markup, in Parquet).
@@ -51,3 +51,21 @@ def test_export_errors_are_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["export", str(tmp_path / "empty"), str(tmp_path / "out")]) == 2
     assert "no templates, corrections or pairs" in capsys.readouterr().err
+
+
+def test_exports_of_different_runs_do_not_share_a_cache(tmp_path):
+    """`load_dataset` caches a local folder by its name and card: a second export of other rows into a folder of
+    the same name must still read back its own rows (the data file's name carries its content hash)."""
+    from datasets import load_dataset
+
+    from supercorrect.io import write_jsonl
+
+    run = make_run_folder(tmp_path / "a")
+    assert main(["export", str(run), str(tmp_path / "a" / "out")]) == 0
+    assert len(load_dataset(str(tmp_path / "a" / "out" / "pairs"), split="train")) == 2
+    write_jsonl(run / "pairs" / "pairs.jsonl", read_jsonl(run / "pairs" / "pairs.jsonl")[:1])
+    assert main(["export", str(run), str(tmp_path / "b" / "out")]) == 0
+    assert len(load_dataset(str(tmp_path / "b" / "out" / "pairs"), split="train")) == 1
+    assert main(["export", str(run), str(tmp_path / "a" / "out")]) == 0  # re-export in place: one file, new rows
+    assert len(list((tmp_path / "a" / "out" / "pairs" / "data").iterdir())) == 1
+    assert len(load_dataset(str(tmp_path / "a" / "out" / "pairs"), split="train")) == 1

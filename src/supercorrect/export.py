@@ -5,7 +5,7 @@ teacher), and the paper released none of its data. Exporting them in the hub's o
 with `datasets.load_dataset(OUT/templates)` (or from the hub after `--push-to-hub`) without this toolkit.
 
 Layout, one folder per dataset (`templates`, `corrections`, `pairs`; a stage that did not run is left out):
-    OUT/<name>/data/train-00000-of-00001.parquet
+    OUT/<name>/data/train-<content hash>.parquet
     OUT/<name>/README.md   dataset card: YAML header (licence, configs, sizes) + what produced the data: the
                            teacher, the prompts verbatim, row counts, the filters with their drop counts, and the
                            licence of the source problems.
@@ -15,7 +15,9 @@ the card (needs network and a token in the environment, HF_TOKEN; it is not exer
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -86,7 +88,9 @@ def _licence(sources: Counter) -> tuple[str, list[str]]:
     return ("other" if lic == "unknown" else lic), lines
 
 
-def card(name: str, run_dir: Path, stage: str, what: str, prompt_names: tuple[str, ...], rows: list[dict]) -> str:
+def card(
+    name: str, run_dir: Path, stage: str, what: str, prompt_names: tuple[str, ...], rows: list[dict], data_file: str
+) -> str:
     """The dataset card (README.md) of one exported dataset."""
     manifest = read_json(run_dir / stage / "manifest.json") if (run_dir / stage / "manifest.json").exists() else {}
     teacher_stage = {"pairs": "correct"}.get(stage, stage)
@@ -101,7 +105,7 @@ def card(name: str, run_dir: Path, stage: str, what: str, prompt_names: tuple[st
         "tags": ["supercorrect", "math", "error-correction", "dpo" if name == "pairs" else "sft"],
         "task_categories": ["text-generation"],
         "size_categories": [_size_category(len(rows))],
-        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": "data/*.parquet"}]}],
+        "configs": [{"config_name": "default", "data_files": [{"split": "train", "path": data_file}]}],
     }
     if lic == "other":  # the hub asks for a name with "other"; the card's licence section lists each source's
         header = {"license": lic, "license_name": "mixed-see-card", **{k: v for k, v in header.items() if k != "license"}}
@@ -162,9 +166,18 @@ def export_run(run_dir: str | Path, out: str | Path, push_to_hub: str | None = N
             continue
         ds = Dataset.from_list(_uniform(rows))
         folder = out / name
-        (folder / "data").mkdir(parents=True, exist_ok=True)
-        ds.to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
-        text = card(name, run_dir, stage, what, prompt_names, rows)
+        if (folder / "data").is_dir():
+            shutil.rmtree(folder / "data")  # an earlier export's file would be read as a second shard
+        (folder / "data").mkdir(parents=True)
+        tmp = folder / "data" / "train.parquet.tmp"
+        ds.to_parquet(str(tmp))
+        # The file name carries a hash of its content and the card names that exact file: `load_dataset` caches a
+        # local folder by its name and card, not by the data, so two exports of different runs into folders of the
+        # same name would otherwise read back the first one's rows from the cache.
+        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()[:16]
+        data_file = f"data/train-{digest}.parquet"
+        tmp.rename(folder / data_file)
+        text = card(name, run_dir, stage, what, prompt_names, rows, data_file)
         atomic_write_text(folder / "README.md", text)
         written[name] = len(rows)
         if push_to_hub:
