@@ -62,6 +62,9 @@ def test_stage1_pipeline_resume_and_fingerprints(tmp_path, tiny_model_dir, capsy
     # Intervals from the per-problem rows, and HSFT tested against the base model on the same 6 problems.
     assert "test (greedy % [95% CI])" in report and "| HSFT | base (HT prompt) | test | 6 |" in report
     assert (run / "report" / "accuracy.png").stat().st_size > 1000
+    assert "![HSFT training curves](curves-hsft.png)" in report
+    page = (run / "report" / "report.html").read_text()
+    assert page.count('src="data:image/png;base64,') == 3 and "Stage-2 browser" not in page  # no stage 2 here
     out = capsys.readouterr().out
     assert "base (HT prompt)" in out
 
@@ -141,3 +144,8 @@ def test_stage2_and_baselines_tiny(tmp_path, tiny_model_dir):
     assert (run / "instance-dpo" / "model" / "config.json").exists()
     man = read_json(run / "pairs" / "manifest.json")
     assert man["counts"]["prefix_to_completion_ratio"] > 1
+    # The report draws every training stage's curves and writes the HTML page with the stage-2 browser.
+    for name in ("hsft", "cross-dpo", "cot-sft", "instance-dpo"):
+        assert (run / name / "log_history.json").exists(), name
+        assert (run / "report" / f"curves-{name}.png").exists(), name
+    assert (run / "report" / "report.html").read_text().count('<article class="item"') == 6

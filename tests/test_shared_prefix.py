@@ -301,12 +301,13 @@ def test_rpo_loss_and_gradients_equal_trl_and_plain_forwards(tiny_model_dir, per
 
 
 def test_rpo_alpha_from_the_run_config_to_trl(tmp_path):
-    from supercorrect.config import DPOConfig
-    from supercorrect.stages.cross_dpo import dpo_settings
+    from supercorrect.config import load_config
 
-    plain = dpo_settings(DPOConfig(), seed=0).to_trl(str(tmp_path))
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("name: r\ndata: {}\n")
+    plain = load_config(cfg_file).cross_dpo.to_trl(str(tmp_path))
     assert plain.loss_type == ["sigmoid"] and plain.loss_weights == [1.0]
-    rpo = dpo_settings(DPOConfig(rpo_alpha=0.5), seed=0).to_trl(str(tmp_path))
+    rpo = load_config(cfg_file, {"cross_dpo.rpo_alpha": 0.5}).cross_dpo.to_trl(str(tmp_path))
     assert rpo.loss_type == ["sigmoid", "sft"] and rpo.loss_weights == [1.0, 0.5]
 
 

@@ -20,6 +20,7 @@ EPILOG = """examples:
   supercorrect run configs/stage1.yaml --set recipe=cot-sft   # another recipe on the same data (see `recipes`)
   supercorrect check-grader --data ../shared/data    # rule-based grader against real reference answers
   supercorrect compare runs/study-s0 runs/study-s1   # accuracy intervals and paired tests across runs and seeds
+  supercorrect export runs/demo exported/           # templates, corrections, pairs as HF datasets + cards
 
 A run writes everything under runs/<name>/<stage>/ with a manifest.json per stage; see README.md."""
 
@@ -81,6 +82,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "the same model of this variant (same seeds, same problems)")
     sub.add_parser("stages", help="list the stages")
     sub.add_parser("recipes", help="list the recipes (a run config picks one with `recipe:`)")
+    p = sub.add_parser("export", help="write a run's templates, corrections and pairs as HF datasets with cards")
+    p.add_argument("run_dir", help="the run folder, e.g. runs/demo")
+    p.add_argument("out", help="output folder; one dataset per subfolder (load with datasets.load_dataset)")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also push to this hub dataset repo (needs network, HF_TOKEN)")
+    p.add_argument("--public", action="store_true", help="with --push-to-hub: create a public repo (default private)")
     return parser
 
 
@@ -119,6 +125,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .models import resolve_model
 
         print(resolve_model(args.name))
+        return 0
+    if args.command == "export":
+        from .export import export_run
+
+        written = export_run(args.run_dir, args.out, push_to_hub=args.push_to_hub, private=not args.public)
+        for name, n in written.items():
+            print(f"{name}: {n} rows -> {args.out}/{name}")
         return 0
     if args.command == "check-grader":
         from pathlib import Path

@@ -213,9 +213,10 @@ class RunConfig(Section):
     def section_hash(self, *names: str) -> str:
         """Hash of the config sections a stage depends on: a stage is redone only when these change."""
         dump = self.model_dump(mode="json")
-        for name, section in (("teacher", TeacherConfig), ("generation", GenerationConfig)):
-            if isinstance(dump.get(name), dict):
-                dump[name] = {k: v for k, v in dump[name].items() if k not in section.OPERATIONAL}
+        for section, field in type(self).model_fields.items():  # keys that never redo a finished stage
+            operational = getattr(field.annotation, "OPERATIONAL", None)
+            if operational and isinstance(dump.get(section), dict):
+                dump[section] = {k: v for k, v in dump[section].items() if k not in operational}
         ev = dump.get("evaluate")
         if isinstance(ev, dict):  # no judge hashes as before judges existed; a judge's operational keys never count
             judge = ev.pop("judge", None)

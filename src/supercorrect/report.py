@@ -1,8 +1,9 @@
 """The run report: Markdown tables and PNG plots gathered from the stages' manifests and summaries.
 
-Written to `<run_dir>/report/report.md` with plots beside it, and the main table printed to the terminal.
-Every accuracy carries a 95% interval and every model is tested against its parent on the same problems
-(paired bootstrap, exact McNemar): see stats.py and compare.py, which read the eval stages' per-problem rows.
+Written to `<run_dir>/report/report.md` with plots beside it (training curves too, see tracking.py), the same as
+one self-contained `report.html` with a browser of the stage-2 data (report_html.py), and the main table printed
+to the terminal. Every accuracy carries a 95% interval and every model is tested against its parent on the same
+problems (paired bootstrap, exact McNemar): see stats.py and compare.py, which read the eval stages' per-problem rows.
 """
 
 from __future__ import annotations
@@ -206,6 +207,36 @@ def _stage_costs(run_dir: Path) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+TRAINING_STAGES = ("hsft", "cross-dpo", "cot-sft", "instance-dpo")
+
+
+def _training_curves(run_dir: Path) -> list[str]:
+    """Per-step curves of every training stage from its saved log history (tracking.py), as report lines."""
+    from .tracking import load_history, plot_curves
+
+    lines = []
+    for name in TRAINING_STAGES:
+        history = load_history(run_dir / name) if (run_dir / name / "manifest.json").exists() else None
+        if history and plot_curves(history, f"{LABELS.get(name, name)}: training curves",
+                                   run_dir / "report" / f"curves-{name}.png"):  # fmt: skip
+            lines.append(f"![{LABELS.get(name, name)} training curves](curves-{name}.png)\n")
+    if lines:
+        lines = ["## Training curves\n", "Per logged step: loss, reward margin and accuracy (DPO stages), "
+                 "learning rate and gradient norm, from each stage's `log_history.json`; TensorBoard event files "
+                 "(when written) are in `<stage>/tensorboard/`.\n", *lines]
+    return lines
+
+
+def _stage2_questions(cfg: RunConfig) -> dict[str, str] | None:
+    """Problem texts for the HTML report's stage-2 browser; None when the sampled data set cannot be read."""
+    if not (cfg.run_dir / "correct" / "corrections.jsonl").exists() or cfg.sample.data not in cfg.data:
+        return None
+    try:
+        return {p.id: p.question for p in load_problems(cfg.data[cfg.sample.data], cfg.base_dir)}
+    except (UserError, OSError, ValueError):
+        return None
+
+
 def run(cfg: RunConfig) -> dict:
     st = stage(cfg).start()
     run_dir = cfg.run_dir
@@ -259,6 +290,7 @@ def run(cfg: RunConfig) -> dict:
                   "answer.\n", markdown_table(sh, sr), ""]
         if plot_self_correction(evals, run_dir / "report" / "self_correction.png"):
             parts.append("![self-correction](self_correction.png)\n")
+    parts += _training_curves(run_dir)
     ch, cr = _stage_costs(run_dir)
     parts += ["## Time, tokens and teacher cost per stage\n", markdown_table(ch, cr), ""]
     details = {tag: {s: {k: v for k, v in summ.items() if k != "reasons"} for s, summ in sets.items()}
@@ -266,6 +298,9 @@ def run(cfg: RunConfig) -> dict:
     parts += ["## Details\n", "```json", json.dumps(details, indent=1), "```", ""]
     atomic_write_text(run_dir / "report" / "report.md", "\n".join(parts))
     write_json(run_dir / "report" / "accuracy.json", evals)
+    from .report_html import write_report_html
+
+    write_report_html(run_dir, f"supercorrect report: {cfg.name}", _stage2_questions(cfg))
     print("\n" + plain_table(header, rows) + "\n", flush=True)
     print(f"[report] {run_dir / 'report' / 'report.md'}", file=sys.stderr, flush=True)
     return st.finish({"models": len(evals)})

@@ -58,6 +58,8 @@ def train_dpo_stage(cfg: RunConfig, st: Stage, pairs_file: Path, start_model: st
     if settings.ref_cache_dir is None:
         # Outside the stage folder, which a config change clears: the cache is keyed by data and reference weights.
         settings = settings.model_copy(update={"ref_cache_dir": str(cfg.run_dir / "cache" / "ref_logps")})
+    if settings.tracking_dir is None:  # log_history.json and tensorboard/ beside the model, not inside it
+        settings = settings.model_copy(update={"tracking_dir": str(st.dir)})
     metrics = train_cross_dpo(start_model, pairs, str(st.dir / "model"), settings, seed=cfg.seed)
     metrics.pop("log_history", None)
     print(f"[{st.name}] {metrics['steps']} steps, loss {metrics['first_loss']} -> {metrics['last_loss']}")

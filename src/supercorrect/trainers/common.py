@@ -14,6 +14,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+ReportTo = str | list[str]
+
+
+def check_report_to(v: ReportTo) -> ReportTo:
+    """`report_to` of both trainer configs: "auto", "none", or integrations by name; "auto" stands alone."""
+    names = [n.strip() for n in (v.split(",") if isinstance(v, str) else v)]
+    if "auto" in names and len(names) > 1:
+        raise ValueError("'auto' cannot be combined with other integrations; name them instead")
+    return v
+
 
 class LoraConfig(BaseModel):
     """The `lora:` block of `hsft:` / `cross_dpo:`: a LoRA adapter instead of full fine-tuning (peft).

@@ -41,6 +41,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ..errors import UserError
 from ..io import read_jsonl, write_json
+from ..tracking import attach, save_history
 from .common import LoraConfig, last_checkpoint, peft_config
 from .cpu_fsdp import enable_cpu_fsdp
 from .dpo_config import CrossDPOConfig
@@ -134,6 +135,7 @@ def train_cross_dpo(
     `output_dir/cross_dpo_metrics.json`.
     """
     trainer, stats = build_trainer(model_path, pairs, output_dir, cfg, ref_model_path, seed=seed)
+    attach(trainer, cfg.tracking_dir or output_dir)  # TensorBoard event files (report_to) beside the model
     checkpoint = last_checkpoint(output_dir) if resume else None
     if checkpoint:
         logger.info("resuming Cross-DPO from %s", checkpoint)
@@ -144,6 +146,7 @@ def train_cross_dpo(
     _save_final_model(trainer, model_path, output_dir, cfg)
 
     history = trainer.state.log_history
+    save_history(trainer, cfg.tracking_dir or output_dir)  # the report's training curves
     step_logs = [entry for entry in history if "loss" in entry]
     last = step_logs[-1] if step_logs else {}
     metrics: dict[str, Any] = {
@@ -189,7 +192,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.add_argument(flag, type=f.annotation, default=f.default, help=doc)
         elif f.annotation == int | None:
             parser.add_argument(flag, type=int, default=f.default, help=doc)
-        elif f.annotation == str | None:
+        elif f.annotation in (str | None, str | list[str]):  # report_to: comma-separated integrations
             parser.add_argument(flag, default=f.default, help=doc)
     return parser.parse_args(argv)
 

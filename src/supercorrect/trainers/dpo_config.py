@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .common import LoraConfig
+from ..tracking import resolve_report_to
+from .common import LoraConfig, ReportTo, check_report_to
 
 
 class CrossDPOConfig(BaseModel):
@@ -70,10 +71,22 @@ class CrossDPOConfig(BaseModel):
     or `<output_dir>/ref_logps` when the trainer runs alone."""
     max_pairs: int | None = Field(None, ge=1)
     """Train on the first N pairs of the artifact (None: all). Selects data: the stage applies it."""
+    report_to: ReportTo = "auto"
+    """Where the Trainer also sends its logs: "auto" = TensorBoard event files in <stage>/tensorboard when
+    tensorboard is installed, else none; "none"; or integrations by name ("tensorboard", "wandb", ...); see
+    tracking.py. Never redoes a finished stage."""
+    tracking_dir: str | None = None
+    """Where log_history.json and tensorboard/ go; None: the stage folder (the trainer alone: its output_dir)."""
 
     # Keys added after run folders existed: at their default they leave the fingerprint as it was (finished
     # stages stay finished); set to anything else, they are part of it.
     HASHED_IF_SET: ClassVar[dict[str, Any]] = {"rpo_alpha": 0.0}
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"report_to", "tracking_dir"})  # never redo a finished stage
+
+    @field_validator("report_to")
+    @classmethod
+    def _report_to(cls, v: ReportTo) -> ReportTo:
+        return check_report_to(v)
 
     @property
     def losses(self) -> tuple[list[str], list[float]]:
@@ -109,7 +122,7 @@ class CrossDPOConfig(BaseModel):
             precompute_ref_log_probs=self.precompute_ref_log_probs,
             bf16=self.bf16,
             activation_checkpointing=self.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
-            report_to="none",
+            report_to=resolve_report_to(self.report_to),
             ddp_find_unused_parameters=False,  # every trainable parameter gets a gradient (full or LoRA)
             # On a machine without GPU, say so: transformers then sets up gloo multi-CPU training when launched
             # with several processes (accelerate launch --multi_gpu / torchrun), instead of N unsynced runs.

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from .. import tracking
 from ..errors import UserError
 from ..io import read_jsonl, write_json
 from ..models import load_tokenizer, torch_dtype
@@ -68,7 +69,7 @@ def train_sft(
         save_strategy="steps" if cfg.save_steps else "no",
         save_steps=cfg.save_steps or 500,
         save_total_limit=1,
-        report_to="none",
+        report_to=tracking.resolve_report_to(cfg.report_to),
         seed=seed,
         bf16=cfg.bf16,
         disable_tqdm=False,
@@ -85,12 +86,14 @@ def train_sft(
         processing_class=tokenizer,
         peft_config=peft_config(cfg.lora),
     )
+    tracking.attach(trainer, out)  # TensorBoard event files (report_to) in <output_dir>/tensorboard
     tokens = sum(len(x["input_ids"]) for x in trainer.train_dataset)
     t0 = time.time()
     resumed_from = last_checkpoint(ckpt_dir)
     result = trainer.train(resume_from_checkpoint=resumed_from)
     seconds = time.time() - t0
     save_final(trainer, tokenizer, out / "model")
+    tracking.save_history(trainer, out)  # per-step loss, lr, grad norm: the report's training curves
     logs = [h for h in trainer.state.log_history if "loss" in h]
     return {
         "examples": len(rows),

@@ -7,9 +7,11 @@ HSFT on 7B: 4 epochs, lr 2e-5, cosine schedule, warmup 0.02).
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import ClassVar
 
-from .common import LoraConfig
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .common import LoraConfig, ReportTo, check_report_to
 
 
 class SFTConfig(BaseModel):
@@ -41,3 +43,14 @@ class SFTConfig(BaseModel):
     """Checkpoint every N steps, the point a killed run resumes from; None: save the final model only."""
     bf16: bool = False
     """bf16 mixed precision (autocast); the model is loaded in `student.dtype`."""
+    report_to: ReportTo = "auto"
+    """Where the Trainer also sends its logs: "auto" = TensorBoard event files in <stage>/tensorboard when
+    tensorboard is installed, else none; "none"; or integrations by name ("tensorboard", "wandb", ...); see
+    tracking.py. Never redoes a finished stage."""
+
+    OPERATIONAL: ClassVar[frozenset[str]] = frozenset({"report_to"})  # never redoes a finished stage
+
+    @field_validator("report_to")
+    @classmethod
+    def _report_to(cls, v: ReportTo) -> ReportTo:
+        return check_report_to(v)
