@@ -11,9 +11,10 @@ import pytest
 from run_fixture import make_run_folder
 
 from supercorrect import report, tracking
-from supercorrect.config import RunConfig, TrainConfig, load_config
+from supercorrect.config import RunConfig, load_config
 from supercorrect.errors import UserError
 from supercorrect.io import read_json, read_jsonl, write_json
+from supercorrect.trainers.sft_config import SFTConfig
 
 needs_tensorboard = pytest.mark.skipif(find_spec("tensorboard") is None, reason="tensorboard is not installed")
 
@@ -59,7 +60,7 @@ def test_sft_history_curves_and_report(tmp_path, tiny_model_dir):
 
     run = make_run_folder(tmp_path)  # stage-2 fixture artifacts beside it, so report.html has a browser too
     stage_dir = run / "hsft"
-    cfg = TrainConfig(epochs=2, batch_size=2, max_length=128, learning_rate=1e-3, logging_steps=1, report_to="none")
+    cfg = SFTConfig(epochs=2, batch_size=2, max_length=128, learning_rate=1e-3, logging_steps=1, report_to="none")
     metrics = train_sft(str(tiny_model_dir), _sft_rows(), stage_dir, cfg)
     history = read_json(stage_dir / tracking.HISTORY_FILE)["log_history"]
     steps = [h for h in history if "loss" in h]
@@ -110,7 +111,7 @@ def test_tensorboard_event_files(tmp_path, tiny_model_dir):
     """report_to 'auto' with tensorboard installed: event files in <stage>/tensorboard, not in the checkpoints."""
     from supercorrect.trainers.sft import train_sft
 
-    cfg = TrainConfig(epochs=1, batch_size=2, max_length=128, logging_steps=1)  # report_to: auto
+    cfg = SFTConfig(epochs=1, batch_size=2, max_length=128, logging_steps=1)  # report_to: auto
     train_sft(str(tiny_model_dir), _sft_rows(4), tmp_path / "hsft", cfg)
     events = list((tmp_path / "hsft" / tracking.TENSORBOARD_DIR).glob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 100

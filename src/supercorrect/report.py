@@ -26,6 +26,8 @@ from .compare import (
     plot_paired,
 )
 from .config import RunConfig
+from .data import load_problems
+from .errors import UserError
 from .io import atomic_write_text, read_json, write_json
 from .judge import report_section
 from .stages import Stage
