@@ -1,4 +1,4 @@
-"""The rule-based reference teacher: the offline default. No language model is involved.
+r"""The rule-based reference teacher: the offline default. No language model is involved.
 
 It works only for problems whose reference solution has machine-checkable steps (`RefStep.value` set: the
 synthetic problems, GSM8K's `<<expr=value>>` annotations); any other problem gets
@@ -8,22 +8,26 @@ synthetic problems, GSM8K's `<<expr=value>>` annotations); any other problem get
   arithmetic written as "expr = value", a <Key> for tricky steps (division, multiplication, percentages,
   several operators) explaining the expression, a <Generalized> summary of the operation sequence, and the
   reference answer.
-- `corrections`: the student's steps are checked in order; the first wrong step k is the first one that
-  (a) states a false equation ("48 / 2 = 25"), or (b) uses an operand that is neither a quantity of the
-  problem (digits or number words), a common constant (60, 12, 100, ...) nor a value of the reference
-  ("46 / 2 = 23" when 46 appears nowhere), or (c) has a wrong result: a step that computes (has a checked
-  equation) must produce a reference intermediate value, a partial result of a reference expression
-  ("16 - 3 = 13" on the way to "16-3-4=9") or a percentage of a given number as a fraction; a step that only
-  states a number may also restate a given one. Steps without numbers are accepted. Claims cut off by words
-  ("9 hours * 2/3 = 6") and definitions ("48 = 120% of x") are not checked as equations. If no step is wrong
-  but the final answer is, k is the last step (1 with no steps). The correction is the first reference step
-  whose value the student has not yet produced, written with "expr = value".
+- `corrections`: the student's steps are checked in order, each verdict with a reason code (`REASONS`) and a
+  human cause. Findings are hard or soft.
+  Hard, an error on its own: (a) a false equation ("48 / 2 = 25"); (b) an operand that is neither a quantity
+  of the problem (digits, number words), a common constant (0, 60, 12, 100, ...), a value of the reference, a
+  result the student derived earlier, nor one operation away from those ("46 / 2 = 23" with 46 nowhere).
+  Soft, a route the reference does not take, which may be right: a computation with known operands whose result
+  is no reference value (`$3.5 * 4000 = $14,000`), an operand one operation away from known values, a stated
+  value that is not known. A soft step's result becomes usable like any other. Soft findings are blamed only
+  when the final answer is wrong (then k is the first soft step), or when a later hard unknown operand shows the
+  route went astray. If nothing is found but the final answer is wrong, k is the last step (1 with no steps).
+  What is not checked: algebra (a side with a variable: "10 - 4 = 1.5x", "x^{14} = ..."), LaTeX text
+  (`\\text{Total} = \\$12`), claims cut off by words ("9 hours * 2/3 = 6") and definitions ("48 = 120% of
+  x"). The final answer is the <Answer> block, else the last \\boxed{}, else the last number.
+  The correction is the first reference step whose value the student has not yet produced, with "expr = value".
   Modes `single_pass` and `stepwise` give the same result: the rule-based check already goes step by step
   and stops at the first wrong one, which is exactly what the stepwise (CLAER) mode asks of an LLM teacher.
 
-Limitations, by design: a student who reaches a correct value by a route the reference does not take
-(an intermediate the reference never writes, not a partial result of its expressions) is marked wrong at
-that step; a wrong step whose result happens to equal a reference or given number is not caught there.
+Limitations, by design: a wrong step whose result happens to equal a reference or given number is not caught
+there; a wrong step on a route the reference does not take is not caught when the final answer is right anyway;
+when the final answer is wrong, a correct alternative route before the real error is blamed instead (too early).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from ..arith import ArithError, Equation, evaluate, find_equations, format_number, numbers_in, parse_number
+from ..grading import extract_answer, extract_boxed
 from ..schema import Problem, RefStep
 from ..xmlformat import parse, render_correction, render_solution, step_texts
 from .base import CorrectionMode, CorrectionRequest, Teacher, TeacherOutput
@@ -47,7 +52,7 @@ CAUSE_PREFIX = "Rule-based check: "
 TEMPLATE_SUFFIX = " (Rule-based template written from the reference steps.)"
 
 # Constants a correct step may state without deriving them (units, "half", percentages).
-_CONSTANTS = frozenset(Fraction(c) for c in (1, 2, 7, 10, 12, 24, 52, 60, 100, 365, 1000))
+_CONSTANTS = frozenset(Fraction(c) for c in (0, 1, 2, 7, 10, 12, 24, 52, 60, 100, 365, 1000))  # 0: a rest day
 _WORD_NUMBERS: dict[str, set[Fraction]] = {
     **{w: {Fraction(i)} for i, w in enumerate(
         "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
@@ -76,16 +81,6 @@ _VERBS = {
     "pct": "take a percentage",
     "multi": "combine several operations",
 }
-
-
-@dataclass
-class Verdict:
-    """Where the student's first error is (1-based; None: no error found) and why."""
-
-    index: int | None
-    kind: str | None  # "arithmetic" | "value" | "final_answer" | None
-    cause: str | None = None
-    correction: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -284,14 +279,33 @@ def _result(body: str, eqs: list[Equation]) -> tuple[Fraction, str] | None:
     return (value, last.group(0)) if value is not None else None
 
 
+_TEXT_WORDS = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s{0,3}\{[^{}]{0,300}\}")
+
+
 def _answer_value(text: str | None) -> Fraction | None:
+    """The number an answer states: "18", "$18.00", "\\frac{1}{2}", "18 \\text{ dollars}", "\\boxed{18}", else
+    its last number."""
     if not text:
         return None
-    v = parse_number(text.replace("\\$", "$").strip().rstrip("."))
+    boxed = extract_boxed(text)
+    text = _TEXT_WORDS.sub(" ", boxed if boxed else text).replace("\\$", "$").strip().rstrip(".")
+    v = parse_number(text)
     if v is not None:
         return v
+    try:
+        return evaluate(text)
+    except ArithError:
+        pass
     nums = numbers_in(text)
     return nums[-1] if nums else None
+
+
+def student_answer(raw: str, steps: list[str]) -> str | None:
+    """The student's final answer: its <Answer> block, else the last \\boxed{} (of the raw text, else of the
+    steps), else the last number. A boxed answer wins over numbers written after it ("\\boxed{18} (18 dollars,
+    i.e. 2 weeks)")."""
+    text = raw if raw.strip() else "\n".join(steps)
+    return extract_answer(text).answer
 
 
 def _norm(text: str) -> str:
@@ -326,10 +340,11 @@ def _not_checkable(problem: Problem) -> TeacherOutput:
 
 @dataclass
 class _Known:
-    """What a correct step may use and produce. `derived`: values a computation may result in (reference
+    """What a correct step may use and produce. `derived`: values on the reference's route (reference
     intermediate values, partial results of reference expressions, numbers the reference writes in unannotated
     steps, percentages of given numbers as fractions). `usable`: numbers a step may use or restate: `derived`
-    plus the problem's numbers (digits and number words) and common unit constants."""
+    plus the problem's numbers (digits and number words) and common unit constants (0 included: "0 km on a rest
+    day"). The locator adds the student's own results to `usable` as it goes."""
 
     ref: list[tuple[RefStep, Fraction]]
     derived: set[Fraction]
@@ -356,11 +371,73 @@ def _known(problem: Problem) -> _Known:
     return _Known(ref, derived, usable | derived)
 
 
+MAX_KNOWN = 400  # values searched for one-operation derivations (bounds the work per step)
+
+
+def _one_op(x: Fraction, known: set[Fraction]) -> bool:
+    """Is x = a op b for known a, b and op one of + - * /? O(len(known)) set lookups, at most MAX_KNOWN."""
+    for i, a in enumerate(known):
+        if i >= MAX_KNOWN:
+            return False
+        if x - a in known or a - x in known or x + a in known:
+            return True
+        if a != 0 and (x / a in known or x * a in known):
+            return True
+        if x != 0 and a / x in known:
+            return True
+    return False
+
+
+# Why a verdict was given: a machine-readable code per outcome (Verdict.reason), with the human text in
+# Verdict.cause. "Hard" findings are errors on their own; "soft" ones (a route the reference does not take) are
+# blamed only when the final answer is wrong and no hard finding came earlier.
+REASONS: dict[str, str] = {
+    "arithmetic_error": "a step states a false equation (its left side evaluates to another value)",
+    "unknown_operand": "a step computes with a number that is neither given, a reference value, an earlier "
+    "result of the student, nor one operation away from those",
+    "off_reference_result": "the final answer is wrong and this is the first step whose result is not on the "
+    "reference's route (correct arithmetic on known numbers, but a value the reference never reaches)",
+    "derived_operand": "the final answer is wrong and this is the first step that uses a number the student never "
+    "wrote, one operation away from known values",
+    "unsupported_value": "the final answer is wrong and this is the first step stating a value that is neither "
+    "known nor computed",
+    "final_answer_only": "every step checks out, but the final answer is wrong: the last step is blamed",
+    "no_error": "every checkable step is consistent and the final answer is right",
+}
+_KIND = {"arithmetic_error": "arithmetic", "final_answer_only": "final_answer", "no_error": None}
+
+
+@dataclass
+class Verdict:
+    """Where the student's first error is (1-based; None: no error found) and why: `reason` is a code of
+    REASONS, `cause` the human text."""
+
+    index: int | None
+    kind: str | None  # "arithmetic" | "value" | "final_answer" | None
+    cause: str | None = None
+    correction: str | None = None
+    reason: str = "no_error"
+
+
+@dataclass
+class _Soft:
+    """A step accepted for now although it leaves the reference's route; blamed if the answer turns out wrong."""
+
+    index: int
+    reason: str
+    cause: str
+    value: Fraction | None
+    correction: str
+
+
 def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -> Verdict:
     """Check the student's steps in order against the reference; see the module docstring for the rules."""
     known = _known(problem)
     ref_values = {v for _, v in known.ref}
     produced: set[Fraction] = set()
+    usable = set(known.usable)  # grows with the student's own results
+    pool = known.usable - _CONSTANTS  # one-operation derivations of an operand: from real quantities only
+    soft: list[_Soft] = []
 
     def correction() -> tuple[str, str]:
         """The first reference step not yet produced, as text, and its equation."""
@@ -372,43 +449,66 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
         equation = f"{show_expr(target.expr)} = {target.value}" if target.expr else f"{target.value}"
         return text, equation
 
+    def verdict(i: int, reason: str, cause: str, fix: str | None = None) -> Verdict:
+        return Verdict(i, _KIND.get(reason, "value"), cause, fix or correction()[0], reason)
+
     for i, body in enumerate(steps, 1):
-        eqs = _checked(body)
+        eqs = [e for e in _checked(body) if not e.algebra]
+        algebra = any(e.algebra for e in find_equations(body))
         bad = next((e for e in eqs if e.ok is False), None)
         if bad is not None and bad.lhs_value is not None:
-            text, _ = correction()
             lhs = bad.lhs.strip()
             cause = f"Step {i} computes {lhs} as {bad.rhs.strip()}, but {lhs} = {format_number(bad.lhs_value)}."
-            return Verdict(i, "arithmetic", cause, text)
-        result = _result(body, eqs)
+            return verdict(i, "arithmetic_error", cause)
+        computed = [e for e in eqs if e.lhs_value is not None and e.rhs_value is not None]
+        result = _result(body, eqs) if eqs or not algebra else None
         if result is None:
             continue
         x, written = result
-        operands = [abs(n) for e in eqs for n in numbers_in(e.lhs)]
-        unknown = next((n for n in operands if n not in known.usable), None)
-        # a computation must produce a derived value; a plain statement may restate any usable number
-        if unknown is None and _matches(abs(x), written, known.derived if eqs else known.usable):
-            produced |= {v for v in ref_values if _matches(abs(x), written, {v})}
-            produced |= {e.rhs_value for e in eqs if e.rhs_value in ref_values}
-            continue
-        text, equation = correction()
-        if unknown is not None:
+        operands = [abs(n) for e in computed for n in numbers_in(e.lhs)]
+        unknown = [n for n in operands if n not in usable]
+        fix, equation = correction()
+        far = next((n for n in unknown if not _one_op(n, pool)), None)
+        if far is not None:
+            if soft:  # an earlier step already left the reference's route: the odd number likely comes from it
+                return verdict(soft[0].index, soft[0].reason, soft[0].cause, soft[0].correction)
             cause = (
-                f"Step {i} uses {format_number(unknown)}, which is neither a quantity from the problem nor a "
+                f"Step {i} uses {format_number(far)}, which is neither a quantity from the problem nor a "
                 f"correct earlier result, so its result {written.strip()} is wrong; the step should find {equation}."
             )
-        else:
+            return verdict(i, "unknown_operand", cause)
+        on_route = _matches(abs(x), written, known.derived if computed else usable)
+        if not unknown and on_route:
+            produced |= {v for v in ref_values if _matches(abs(x), written, {v})}
+            produced |= {e.rhs_value for e in eqs if e.rhs_value in ref_values}
+        elif unknown:
+            cause = (
+                f"Step {i} uses {format_number(unknown[0])}, which is neither a quantity from the problem nor a "
+                f"correct earlier result, so its result {written.strip()} is wrong; the step should find {equation}."
+            )
+            soft.append(_Soft(i, "derived_operand", cause, abs(x), fix))
+        elif computed:
             cause = (
                 f"The result {written.strip()} in step {i} is not a correct intermediate quantity; "
                 f"the step should find {equation}."
             )
-        return Verdict(i, "value", cause, text)
+            soft.append(_Soft(i, "off_reference_result", cause, abs(x), fix))
+        else:
+            cause = (
+                f"The value {written.strip()} in step {i} is neither given nor computed; "
+                f"the step should find {equation}."
+            )
+            soft.append(_Soft(i, "unsupported_value", cause, abs(x), fix))
+        new = {abs(x)} | {abs(e.rhs_value) for e in computed if e.rhs_value is not None}
+        usable |= new
+        pool |= new
     if _answer_ok(answer, problem.answer):
         return Verdict(None, None)
-    text, _ = correction()
+    if soft:
+        return verdict(soft[0].index, soft[0].reason, soft[0].cause, soft[0].correction)
     shown = answer.strip() if answer and answer.strip() else "missing"
     cause = f"The steps do not reach the correct final answer: the answer {shown} should be {problem.answer}."
-    return Verdict(max(len(steps), 1), "final_answer", cause, text)
+    return verdict(max(len(steps), 1), "final_answer_only", cause)
 
 
 # ----------------------------------------------------------------------------------------------- teacher
@@ -460,23 +560,24 @@ class ReferenceTeacher(Teacher):
     def templates(self, problems: list[Problem]) -> list[TeacherOutput]:
         return [self.template(p) for p in problems]
 
+    @staticmethod
+    def locate(request: CorrectionRequest) -> tuple[Verdict, list[str]]:
+        """The verdict on a request's solution (its first wrong step and why) and the steps it checked."""
+        raw = request.student_solution if isinstance(request.student_solution, str) else ""
+        steps = list(request.steps) or step_texts(parse(raw))
+        if not steps:  # tag-less output: one step per non-empty line
+            steps = [line.strip() for line in raw.splitlines() if line.strip()]
+        steps = [_TAGLIKE.sub(" ", s).strip() for s in steps]
+        return locate_first_error(request.problem, steps, student_answer(raw, steps)), steps
+
     def correction(self, request: CorrectionRequest) -> TeacherOutput:
-        """One correction trace: the student's first wrong step with a cause and the reference correction."""
+        """One correction trace: the student's first wrong step with a cause and the reference correction;
+        `reason` is the verdict's code (see REASONS)."""
         problem = request.problem
         if not checkable(problem):
             self._not_checkable += 1
             return _not_checkable(problem)
-        raw = request.student_solution if isinstance(request.student_solution, str) else ""
-        parsed = parse(raw)
-        steps = list(request.steps) or step_texts(parsed)
-        if not steps:  # tag-less output: one step per non-empty line
-            steps = [line.strip() for line in raw.splitlines() if line.strip()]
-        steps = [_TAGLIKE.sub(" ", s).strip() for s in steps]
-        answer = parsed.answer
-        if answer is None:
-            nums = _NUMBER.findall(raw if raw.strip() else "\n".join(steps))
-            answer = nums[-1] if nums else None
-        verdict = locate_first_error(problem, steps, answer)
+        verdict, steps = self.locate(request)
         shown = steps or ["(no steps)"]
         if verdict.index is None:
             text = render_correction(shown, None, None, None, problem.answer)
@@ -484,7 +585,7 @@ class ReferenceTeacher(Teacher):
             cause = (CAUSE_PREFIX if self.mark_text else "") + (verdict.cause or "")
             text = render_correction(shown, verdict.index, cause, verdict.correction or "", problem.answer)
         self._corrections += 1
-        return TeacherOutput(text=text)
+        return TeacherOutput(text=text, reason=verdict.reason)
 
     def corrections(
         self, requests: list[CorrectionRequest], *, mode: CorrectionMode = "single_pass"
