@@ -18,6 +18,7 @@ EPILOG = """examples:
   supercorrect evaluate configs/demo.yaml --model hsft
   supercorrect run configs/demo.yaml --set hsft.epochs=1 --set name=quick
   supercorrect check-grader --data ../shared/data    # rule-based grader against real reference answers
+  supercorrect locate-bench dev.jsonl --reference ../shared/data/gsm8k/test.jsonl   # teacher's first-error F1
 
 A run writes everything under runs/<name>/<stage>/ with a manifest.json per stage; see README.md."""
 
@@ -68,6 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare-model", help="convert the embedded default model once and print its folder")
     p.add_argument("name", nargs="?", default="smollm2-135m")
     sub.add_parser("stages", help="list the stages")
+    p = sub.add_parser("locate-bench", help="score a teacher or a critic model on first-error location (F1)")
+    p.add_argument("data", help="labelled solutions: JSON array or JSONL (ProcessBench format) or corrections.jsonl")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--teacher", choices=["reference", "openai", "local"], default="reference")
+    who.add_argument("--critic", metavar="MODEL", help="a model as critic (plain correction prompt), e.g. a run's hsft")
+    p.add_argument("--model", help="teacher model (openai: API model name; local: id or path)")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint")
+    p.add_argument("--api-key-env", help="NAME of the environment variable holding the API key")
+    p.add_argument("--max-tokens", type=int, help="completion limit per answer")
+    p.add_argument("--cache-dir", help="teacher cache (default: OUT/teacher_cache)")
+    p.add_argument("--mode", choices=["single_pass", "stepwise"], default="single_pass")
+    p.add_argument("--reference", action="append", metavar="GSM8K_JSONL",
+                   help="GSM8K file(s) whose questions give the reference steps (repeatable)")
+    p.add_argument("--out", help="output folder (default: locate-bench/<data>-<teacher>)")
+    p.add_argument("--limit", type=int, help="only the first N items")
     return parser
 
 
@@ -100,6 +116,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         print(resolve_model(args.name))
         return 0
+    if args.command == "locate-bench":
+        from .locate_bench import main as locate_bench
+
+        return locate_bench(args)
     if args.command == "check-grader":
         from pathlib import Path
 

@@ -213,11 +213,37 @@ def _partials(expr: str) -> set[Fraction]:
             cur.append(tok)
     if len(cur) > 1:
         runs.append("".join(cur))
-    for piece in pieces + runs:
+    for piece in pieces + runs + _regrouped(toks):
         try:
             out.add(evaluate(piece))
         except ArithError:
             continue
+    return out
+
+
+def _regrouped(toks: list[str]) -> list[str]:
+    """Partial results of a flat expression taken in another order, which correct solutions often write:
+    two subtracted terms added ("16-3-4" gives 3+4 = 7: eggs used, then 16 - 7) and two factors of a
+    product multiplied ("3*3*60" gives 3*60 = 180: meters per session). Bounded: at most 12 terms or factors."""
+    if "(" in toks or ")" in toks or len(toks) > 25:
+        return []
+    terms: list[tuple[str, list[str]]] = []  # (sign, tokens of the term)
+    sign, cur = "+", []
+    for prev, tok in zip([None, *toks], toks, strict=False):
+        if tok in ("+", "-") and _is_binary(tok, prev):
+            terms.append((sign, cur))
+            sign, cur = tok, []
+        else:
+            cur.append(tok)
+    terms.append((sign, cur))
+    out = []
+    for i, (si, ti) in enumerate(terms):
+        for sj, tj in terms[i + 1 :]:
+            if si == sj == "-" and ti and tj:  # not two added terms: forgetting one of a sum is a common error
+                out.append("".join(ti) + "+" + "".join(tj))
+        factors = [t for t in ti if t not in ("*", "x", "×")]
+        if len(factors) > 2 and len(factors) * 2 - 1 == len(ti) and all(t in _MUL for t in ti[1::2]):
+            out += [f"{a}*{b}" for n, a in enumerate(factors) for b in factors[n + 1 :]]
     return out
 
 
@@ -349,6 +375,7 @@ class _Known:
     ref: list[tuple[RefStep, Fraction]]
     derived: set[Fraction]
     usable: set[Fraction]
+    given: set[Fraction]  # the problem's own numbers
 
 
 def _known(problem: Problem) -> _Known:
@@ -356,7 +383,8 @@ def _known(problem: Problem) -> _Known:
     given = {abs(q) for q in numbers_in(problem.question)}
     for word in re.findall(r"[a-z]+", problem.question.lower()):
         given |= _WORD_NUMBERS.get(word, set())
-    derived = {v for _, v in ref} | {g / 100 for g in given}
+    rates = {g / 100 for g in given if g}
+    derived = {v for _, v in ref} | rates | {1 + r for r in rates} | {1 - r for r in rates if r < 1}  # 30%: 0.7
     usable = set(given) | _CONSTANTS
     for s in problem.steps:
         numbers = {abs(n) for n in numbers_in(s.text)}
@@ -368,14 +396,20 @@ def _known(problem: Problem) -> _Known:
         if s.expr:
             usable |= {abs(n) for n in numbers_in(s.expr)}
             derived |= _partials(s.expr)
-    return _Known(ref, derived, usable | derived)
+    return _Known(ref, derived, usable | derived, given)
 
 
 MAX_KNOWN = 400  # values searched for one-operation derivations (bounds the work per step)
 
 
+_SCALES = frozenset(Fraction(c) for c in (2, 7, 12, 24, 60, 100, 1000))  # unit conversions, halves, percents
+
+
 def _one_op(x: Fraction, known: set[Fraction]) -> bool:
-    """Is x = a op b for known a, b and op one of + - * /? O(len(known)) set lookups, at most MAX_KNOWN."""
+    """Is x = a op b for known a, b and op one of + - * /, or a known value scaled by a unit constant
+    (90 / 60 = 1.5 hours)? O(len(known)) set lookups, at most MAX_KNOWN."""
+    if any(x * c in known or x / c in known for c in _SCALES):
+        return True
     for i, a in enumerate(known):
         if i >= MAX_KNOWN:
             return False
@@ -436,7 +470,9 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
     ref_values = {v for _, v in known.ref}
     produced: set[Fraction] = set()
     usable = set(known.usable)  # grows with the student's own results
-    pool = known.usable - _CONSTANTS  # one-operation derivations of an operand: from real quantities only
+    # One-operation derivations of an operand start from what the student can know at that point: the given
+    # numbers and its own results (not later reference values, not the unit constants: "n + 1" allows anything).
+    pool = known.given - _CONSTANTS
     soft: list[_Soft] = []
 
     def correction() -> tuple[str, str]:
