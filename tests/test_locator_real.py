@@ -1,0 +1,147 @@
+"""Regression tests for the reference locator on real-solution patterns (issue 13): each cause of a wrong verdict
+seen on real model solutions, and the reason code every verdict carries."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from supercorrect.arith import find_equations
+from supercorrect.schema import Problem, RefStep
+from supercorrect.teachers.base import CorrectionRequest
+from supercorrect.teachers.reference import REASONS, ReferenceTeacher, locate_first_error, student_answer
+from supercorrect.xmlformat import parse
+
+EGGS = Problem(
+    id="eggs",
+    question="Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for "
+    "her friends every day with four. She sells the remainder at the farmers' market daily for $2 per fresh "
+    "duck egg. How much in dollars does she make every day at the farmers' market?",
+    solution="Janet sells 16 - 3 - 4 = 9 duck eggs a day.\nShe makes 9 * 2 = $18 every day.",
+    answer="18",
+    steps=[RefStep(text="Janet sells 16 - 3 - 4 = 9 duck eggs a day.", expr="16-3-4", value="9"),
+           RefStep(text="She makes 9 * 2 = $18 every day at the farmer's market.", expr="9*2", value="18")],
+    source="gsm8k",
+)  # fmt: skip
+HOUSE = Problem(
+    id="house",
+    question="Josh buys a house for $80,000 and then puts in $50,000 in repairs. This increased the value of the "
+    "house by 150%. How much profit did he make?",
+    solution="",
+    answer="70000",
+    steps=[RefStep(text="80,000+50,000=$130,000", expr="80000+50000", value="130000"),
+           RefStep(text="80,000*1.5=120,000", expr="80000*1.5", value="120000"),
+           RefStep(text="120,000+80,000=$200,000", expr="120000+80000", value="200000"),
+           RefStep(text="200,000-130,000=$70,000", expr="200000-130000", value="70000")],
+    source="gsm8k",
+)  # fmt: skip
+
+
+def eqs(text: str) -> list[tuple[str, str, bool | None]]:
+    return [(e.lhs, e.rhs, e.ok) for e in find_equations(text)]
+
+
+# ----------------------------------------------------------------------------------------------- arith
+
+
+def test_side_with_a_variable_is_algebra_not_an_error():
+    (e,) = find_equations("10 - 4 = 1.5x")
+    assert e.ok is None and e.algebra and e.rhs_value is None
+    (e,) = find_equations("x^{14} = -2^{13}")  # MATH-style: the left side is a power of a variable
+    assert e.ok is None and e.algebra and e.lhs_value is None
+    assert eqs("2x+3=11") == [] and eqs("So 2x/3 = 12.") == [("/3", "12", None)]
+    assert eqs("2 * 3 = 6kg") == [("2 * 3", "6", True)]  # a unit word is not a variable
+    assert eqs("Step 2: -3 + 5 = 2") == [("-3 + 5", "2", True)] and eqs("is -3 / 2 = -1.5") == [("-3 / 2", "-1.5", True)]
+
+
+def test_latex_text_and_boxes():
+    assert eqs("\\[ \\text{Total cost} = \\$12 \\]") == []  # a restatement, not a computation
+    assert eqs("\\[ \\text{Total} = \\$400 + \\$60 = \\$460 \\]") == [("\\$400 + \\$60", "\\$460", True)]
+    assert eqs("9 * 2 = \\boxed{18}") == [("9 * 2", "18", True)]
+    assert eqs("3 \\times 4 \\text{ apples} = 12") == [("3 \\times 4", "12", True)]
+    assert eqs("10/3 \\approx 3.33") == [("10/3", "3.33", True)]
+
+
+# ----------------------------------------------------------------------------------------------- locator
+
+
+def test_algebra_step_is_not_an_arithmetic_error():
+    steps = ["Let x be the eggs she sells: x = 16 - 3 - 4 = 9.", "Revenue 2x = 2 \\cdot 9 = 18.", "So 18 - 12 = 1.5x"]
+    assert locate_first_error(EGGS, steps[:2], "18").index is None
+    assert locate_first_error(EGGS, steps, "18").index is None
+
+
+def test_latex_restatement_is_not_checked_as_an_equation():
+    steps = ["She keeps \\(16 - 3 - 4 = 9\\) eggs.", "\\[ \\text{Daily earnings} = 9 \\times 2 = \\$18 \\]",
+             "\\[ \\text{Total} = \\$18 \\]"]  # fmt: skip
+    assert locate_first_error(EGGS, steps, "18").reason == "no_error"
+
+
+def test_correct_alternative_route_and_own_results_are_usable():
+    steps = ["He spends $80,000 + $50,000 = $130,000.", "The new value is $80,000 * 2.5 = $200,000.",
+             "Profit: $200,000 - $130,000 = $70,000."]  # fmt: skip
+    assert locate_first_error(HOUSE, steps, "70000").index is None
+    # a route the reference never takes: 3 + 4 = 7 eggs used (regrouped), then 16 - 7
+    assert locate_first_error(EGGS, ["She uses 3 + 4 = 7 eggs.", "16 - 7 = 9 left.", "9 * 2 = 18."], "18").index is None
+    # an off-reference value the student derived is usable later: 16 * 2 = 32, 32 - 14 = 18
+    v = locate_first_error(EGGS, ["All eggs: 16 * 2 = $32.", "Used eggs: 7 * 2 = $14.", "32 - 14 = $18."], "18")
+    assert v.index is None
+
+
+def test_zero_is_usable():
+    v = locate_first_error(EGGS, ["16 - 3 - 4 = 9 eggs.", "On Sunday she sells 0 eggs.", "9 * 2 = 18."], "18")
+    assert v.index is None
+
+
+def test_boxed_answer_beats_the_last_number():
+    raw = "16 - 3 - 4 = 9\n9 * 2 = 18\nSo the answer is \\boxed{18} (that is 2 dollars times 9 eggs)."
+    assert student_answer(raw, []) == "18"
+    out = ReferenceTeacher().corrections([CorrectionRequest(EGGS, raw)])[0]
+    assert parse(out.text).first_error is None and out.reason == "no_error"
+
+
+def test_final_answer_wrong_blames_the_first_off_reference_step_not_the_last():
+    steps = ["Total cost 80,000 + 50,000 = $130,000.", "The increase is 130,000 * 1.5 = $195,000.",
+             "New value 130,000 + 195,000 = $325,000.", "Profit 325,000 - 130,000 = $195,000."]  # fmt: skip
+    v = locate_first_error(HOUSE, steps, "195000")
+    assert (v.index, v.reason, v.kind) == (2, "off_reference_result", "value")
+    assert "195,000" in v.cause and "80000 * 1.5 = 120000" in v.cause
+    # nothing off the route but the answer is wrong: the last step, said plainly
+    v = locate_first_error(EGGS, ["16 - 3 - 4 = 9", "9 * 2 = 18"], "9")
+    assert (v.index, v.reason) == (2, "final_answer_only")
+
+
+def test_hard_findings_and_reasons():
+    v = locate_first_error(EGGS, ["16 - 3 - 4 = 9", "9 * 2 = 16"], "16")
+    assert (v.index, v.reason, v.kind) == (2, "arithmetic_error", "arithmetic")
+    v = locate_first_error(EGGS, ["16 - 3 - 4 = 9", "9 * 37 = 333"], "333")  # 37: nothing gives it
+    assert (v.index, v.reason) == (2, "unknown_operand")
+    # an off-route step before an unknown operand is the better guess
+    v = locate_first_error(EGGS, ["16 + 3 = 19", "19 * 37 = 703"], "703")
+    assert (v.index, v.reason) == (1, "off_reference_result")
+    assert set(REASONS) >= {"arithmetic_error", "unknown_operand", "off_reference_result", "derived_operand",
+                            "unsupported_value", "final_answer_only", "no_error"}  # fmt: skip
+
+
+@pytest.mark.parametrize("reason", ["arithmetic_error", "off_reference_result", "no_error"])
+def test_teacher_output_carries_the_reason(reason):
+    steps = {"arithmetic_error": ["16 - 3 - 4 = 9", "9 * 2 = 16"], "off_reference_result": ["16 - 3 = 13", "13 * 2 = 26"],
+             "no_error": ["16 - 3 - 4 = 9", "9 * 2 = 18"]}[reason]  # fmt: skip
+    answer = {"arithmetic_error": "16", "off_reference_result": "26", "no_error": "18"}[reason]
+    out = ReferenceTeacher().corrections([CorrectionRequest(EGGS, "", steps=steps + [f"Answer: {answer}"])])[0]
+    assert out.reason == reason
+
+
+def test_operand_derivations_use_only_what_the_student_can_know():
+    assert Fraction(0) in {Fraction(n) for n in (0,)}  # 0 is a constant (see test_zero_is_usable)
+    # 14 is 13 + 1, but "n + 1" from a constant would make every number derivable: it stays an unknown operand
+    p = Problem(id="p", question="He has 13 sets and sells them for $15 each.", solution="", answer="195",
+                steps=[RefStep(text="13 * 15 = 195", expr="13*15", value="195")], source="gsm8k")  # fmt: skip
+    v = locate_first_error(p, ["14 * 15 = 210"], "210")
+    assert (v.index, v.reason) == (1, "unknown_operand")
+    # a unit conversion of a given number is derivable: 90 minutes = 1.5 hours
+    p = Problem(id="q", question="She walks 90 minutes at 4 km per hour. How far?", solution="", answer="6",
+                steps=[RefStep(text="90 / 60 = 1.5 hours", expr="90/60", value="1.5"),
+                       RefStep(text="1.5 * 4 = 6 km", expr="1.5*4", value="6")], source="gsm8k")  # fmt: skip
+    assert locate_first_error(p, ["She walks 4 * 1.5 = 6 km."], "6").index is None
