@@ -435,7 +435,10 @@ REASONS: dict[str, str] = {
     "wrote, one operation away from known values",
     "unsupported_value": "the final answer is wrong and this is the first step stating a value that is neither "
     "known nor computed",
-    "final_answer_only": "every step checks out, but the final answer is wrong: the last step is blamed",
+    "misused_given": "the final answer is wrong and the first off-reference computation uses a given number that "
+    "the step just before restated: that statement is blamed",
+    "final_answer_only": "every step checks out, but the final answer is wrong: the step that first states the "
+    "wrong final value is blamed, else the last step",
     "no_error": "every checkable step is consistent and the final answer is right",
 }
 _KIND = {"arithmetic_error": "arithmetic", "final_answer_only": "final_answer", "no_error": None}
@@ -474,6 +477,9 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
     # numbers and its own results (not later reference values, not the unit constants: "n + 1" allows anything).
     pool = known.given - _CONSTANTS
     soft: list[_Soft] = []
+    stated: dict[Fraction, int] = {}  # a given number restated by a step without computation -> latest such step
+    operands_of: dict[int, list[Fraction]] = {}  # step -> the operands of its computations
+    results: list[tuple[int, Fraction]] = []  # (step, result) in order
 
     def correction() -> tuple[str, str]:
         """The first reference step not yet produced, as text, and its equation."""
@@ -502,6 +508,10 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
             continue
         x, written = result
         operands = [abs(n) for e in computed for n in numbers_in(e.lhs)]
+        operands_of[i] = operands
+        results.append((i, abs(x)))
+        if not computed and abs(x) in known.given:
+            stated[abs(x)] = i
         unknown = [n for n in operands if n not in usable]
         fix, equation = correction()
         far = next((n for n in unknown if not _one_op(n, pool)), None)
@@ -541,9 +551,25 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
     if _answer_ok(answer, problem.answer):
         return Verdict(None, None)
     if soft:
-        return verdict(soft[0].index, soft[0].reason, soft[0].cause, soft[0].correction)
+        first = soft[0]
+        # The off-route computation uses a given number that a step just before it restated ("On day two they
+        # travel 150 miles", when both trains do): the restatement is where the reasoning went wrong.
+        misused = [stated[n] for n in operands_of.get(first.index, []) if stated.get(n, first.index) < first.index]
+        if misused and max(misused) == first.index - 1:
+            j = max(misused)
+            cause = (
+                f"Step {j} takes a number from the problem that the following computation (step {first.index}) "
+                f"then uses for the wrong quantity; {first.cause}"
+            )
+            return verdict(j, "misused_given", cause, first.correction)
+        return verdict(first.index, first.reason, first.cause, first.correction)
     shown = answer.strip() if answer and answer.strip() else "missing"
     cause = f"The steps do not reach the correct final answer: the answer {shown} should be {problem.answer}."
+    got = _answer_value(answer)
+    origin = next((i for i, v in results if got is not None and v == abs(got)), None)
+    if origin is not None and origin < len(steps):  # the wrong final value was first stated at that step
+        return verdict(origin, "final_answer_only", cause + f" The value {format_number(abs(got))} first "
+                       f"appears in step {origin}.")  # fmt: skip
     return verdict(max(len(steps), 1), "final_answer_only", cause)
 
 
