@@ -3,9 +3,12 @@ seen on real model solutions, and the reason code every verdict carries."""
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from supercorrect.arith import find_equations
 from supercorrect.schema import Problem, RefStep
@@ -107,9 +110,12 @@ def test_final_answer_wrong_blames_the_first_off_reference_step_not_the_last():
     v = locate_first_error(HOUSE, steps, "195000")
     assert (v.index, v.reason, v.kind) == (2, "off_reference_result", "value")
     assert "195,000" in v.cause and "80000 * 1.5 = 120000" in v.cause
-    # nothing off the route but the answer is wrong: the last step, said plainly
-    v = locate_first_error(EGGS, ["16 - 3 - 4 = 9", "9 * 2 = 18"], "9")
+    # nothing off the route but the answer is wrong: the last step, said plainly ...
+    v = locate_first_error(EGGS, ["16 - 3 - 4 = 9", "9 * 2 = 18"], "20")
     assert (v.index, v.reason) == (2, "final_answer_only")
+    # ... also when the answer is a correct intermediate: the answer step is wrong, not the computation
+    v = locate_first_error(EGGS, ["16 - 3 - 4 = 9", "9 * 2 = 18", "So she makes 9."], "9")
+    assert (v.index, v.reason) == (3, "final_answer_only")
 
 
 def test_hard_findings_and_reasons():
@@ -145,3 +151,38 @@ def test_operand_derivations_use_only_what_the_student_can_know():
                 steps=[RefStep(text="90 / 60 = 1.5 hours", expr="90/60", value="1.5"),
                        RefStep(text="1.5 * 4 = 6 km", expr="1.5*4", value="6")], source="gsm8k")  # fmt: skip
     assert locate_first_error(p, ["She walks 4 * 1.5 = 6 km."], "6").index is None
+
+
+def test_wrong_answer_blames_a_misused_restatement_or_where_the_wrong_value_first_appears():
+    trains = Problem(
+        id="trains", question="Two trains each travel 80 miles west, then the next day 150 miles north. What's the "
+        "distance covered by each train in the two days?", solution="", answer="230",
+        steps=[RefStep(text="2*80=160", expr="2*80", value="160"), RefStep(text="150*2=300", expr="150*2", value="300"),
+               RefStep(text="300+160=460", expr="300+160", value="460"), RefStep(text="460/2=230", expr="460/2", value="230")],
+        source="gsm8k",
+    )  # fmt: skip
+    steps = ["Both trains: 2 × 80 = 160 miles.", "On day two they travel 150 miles.", "Total: 160 + 150 = 310 miles."]
+    v = locate_first_error(trains, steps, "310")
+    assert (v.index, v.reason) == (2, "misused_given")
+    # the wrong final value is first stated in step 2; the last step only repeats it
+    steps = ["Day one: 80 miles.", "Day two: 150 miles, so 80 miles is not the answer; it is 150.", "So 150 miles."]
+    v = locate_first_error(trains, steps, "150")
+    assert (v.index, v.reason) == (2, "final_answer_only") and "first appears in step 2" in v.cause
+    # a computed final value that an earlier (wrong) step already produced: blamed there
+    v = locate_first_error(trains, ["Day one: 2 × 80 = 160 miles.", "Day two: 150 miles.", "So 80 + 80 = 160."], "160")
+    assert (v.index, v.reason) == (1, "final_answer_only")
+
+
+FUZZ = settings(max_examples=int(os.environ.get("SC_FUZZ_EXAMPLES", "200")), deadline=3000,
+                suppress_health_check=[HealthCheck.too_slow])  # fmt: skip
+PIECES = st.sampled_from(["16", "3", "4", "9", "2", "18", "0", "-", "+", " * ", " / ", " = ", "x", "\\boxed{",
+                          "}", "\\text{eggs}", "\\[", "\\]", "$", "%", ".", "1.5x", "^{2}", "(", ")", " ", "eggs"])  # fmt: skip
+
+
+@FUZZ
+@given(st.lists(st.lists(PIECES, max_size=14).map("".join), max_size=6), st.one_of(st.none(), st.text(max_size=20)))
+def test_locator_never_raises_and_stays_in_range(steps, answer):
+    v = locate_first_error(EGGS, steps, answer)
+    assert v.reason in REASONS
+    assert v.index is None or 1 <= v.index <= max(len(steps), 1)
+    assert (v.index is None) == (v.reason == "no_error")

@@ -437,8 +437,8 @@ REASONS: dict[str, str] = {
     "known nor computed",
     "misused_given": "the final answer is wrong and the first off-reference computation uses a given number that "
     "the step just before restated: that statement is blamed",
-    "final_answer_only": "every step checks out, but the final answer is wrong: the step that first states the "
-    "wrong final value is blamed, else the last step",
+    "final_answer_only": "every step checks out, but the final answer is wrong: the step where the wrong final value "
+    "comes from is blamed (see _origin), else the last step",
     "no_error": "every checkable step is consistent and the final answer is right",
 }
 _KIND = {"arithmetic_error": "arithmetic", "final_answer_only": "final_answer", "no_error": None}
@@ -479,7 +479,7 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
     soft: list[_Soft] = []
     stated: dict[Fraction, int] = {}  # a given number restated by a step without computation -> latest such step
     operands_of: dict[int, list[Fraction]] = {}  # step -> the operands of its computations
-    results: list[tuple[int, Fraction]] = []  # (step, result) in order
+    results: list[tuple[int, Fraction, bool]] = []  # (step, result, computed) in order
 
     def correction() -> tuple[str, str]:
         """The first reference step not yet produced, as text, and its equation."""
@@ -509,7 +509,7 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
         x, written = result
         operands = [abs(n) for e in computed for n in numbers_in(e.lhs)]
         operands_of[i] = operands
-        results.append((i, abs(x)))
+        results.append((i, abs(x), bool(computed)))
         if not computed and abs(x) in known.given:
             stated[abs(x)] = i
         unknown = [n for n in operands if n not in usable]
@@ -565,12 +565,26 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
         return verdict(first.index, first.reason, first.cause, first.correction)
     shown = answer.strip() if answer and answer.strip() else "missing"
     cause = f"The steps do not reach the correct final answer: the answer {shown} should be {problem.answer}."
-    got = _answer_value(answer)
-    origin = next((i for i, v in results if got is not None and v == abs(got)), None)
-    if origin is not None and origin < len(steps):  # the wrong final value was first stated at that step
-        return verdict(origin, "final_answer_only", cause + f" The value {format_number(abs(got))} first "
-                       f"appears in step {origin}.")  # fmt: skip
+    origin = _origin(results, _answer_value(answer))
+    if origin is not None and origin < len(steps):
+        return verdict(origin, "final_answer_only", cause + f" The wrong value first appears in step {origin}.")
     return verdict(max(len(steps), 1), "final_answer_only", cause)
+
+
+def _origin(results: list[tuple[int, Fraction, bool]], got: Fraction | None) -> int | None:
+    """Where a wrong final value comes from: the first step that states it without computing it ("Then he rode
+    15 miles"); or, when the last step computes it, the first step that produced it (a wrong value that happens to
+    be a reference value and comes back). None when the last step merely states an earlier correct result as the
+    answer ("Silver = 40 ... Gretchen has 40 gold coins"): that answer step is the error."""
+    if got is None or not results:
+        return None
+    got = abs(got)
+    plain = next((i for i, v, computed in results if v == got and not computed), None)
+    if plain is not None and plain < results[-1][0]:
+        return plain
+    if results[-1][2]:
+        return next((i for i, v, _ in results if v == got), None)
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- teacher
