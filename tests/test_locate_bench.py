@@ -148,3 +148,18 @@ def test_critic_model(tiny_model_dir, tmp_path):
     assert s["cost"]["prompt_tokens"] > 0
     again = run_bench(data, tmp_path / "o", critic=str(tiny_model_dir), critic_options=opts)
     assert again["cost"]["generation"]["resumed"] == 3 and again["all"] == s["all"]
+
+
+def test_report_shows_k_and_reasons(tmp_path):
+    from supercorrect.report import locator_section
+
+    assert locator_section(tmp_path) == []
+    rows = [{"k": 2, "student_steps": ["a", "b", "c"], "locator_reason": "arithmetic_error"},
+            {"k": 3, "student_steps": ["a", "b", "c"], "locator_reason": "final_answer_only"},
+            {"k": None, "student_steps": ["a"], "locator_reason": None}]  # fmt: skip
+    (tmp_path / "correct").mkdir()
+    (tmp_path / "correct" / "corrections.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = "\n".join(locator_section(tmp_path))
+    assert "3 wrong solutions" in text and "1 blamed their last step" in text
+    assert "| k | 2 | 3 | none |" in text and "| rows | 1 | 1 | 1 |" in text
+    assert "| arithmetic_error | 1 |" in text and "| not_given | 1 |" in text

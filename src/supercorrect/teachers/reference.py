@@ -16,11 +16,13 @@ synthetic problems, GSM8K's `<<expr=value>>` annotations); any other problem get
   Soft, a route the reference does not take, which may be right: a computation with known operands whose result
   is no reference value (`$3.5 * 4000 = $14,000`), an operand one operation away from known values, a stated
   value that is not known. A soft step's result becomes usable like any other. Soft findings are blamed only
-  when the final answer is wrong (then k is the first soft step), or when a later hard unknown operand shows the
-  route went astray. If nothing is found but the final answer is wrong, k is the last step (1 with no steps).
+  when the final answer is wrong (then k is the first soft step, or the step just before it when that step
+  restated a given number the soft computation misuses), or when a later hard unknown operand shows the route
+  went astray. If nothing is found but the final answer is wrong, k is the step the wrong value comes from
+  (`_origin`), else the last step (1 with no steps).
   What is not checked: algebra (a side with a variable: "10 - 4 = 1.5x", "x^{14} = ..."), LaTeX text
-  (`\\text{Total} = \\$12`), claims cut off by words ("9 hours * 2/3 = 6") and definitions ("48 = 120% of
-  x"). The final answer is the <Answer> block, else the last \\boxed{}, else the last number.
+  (`\text{Total} = \$12`), claims cut off by words ("9 hours * 2/3 = 6") and definitions ("48 = 120% of
+  x"). The final answer is the <Answer> block, else the last \boxed{}, else the last number.
   The correction is the first reference step whose value the student has not yet produced, with "expr = value".
   Modes `single_pass` and `stepwise` give the same result: the rule-based check already goes step by step
   and stops at the first wrong one, which is exactly what the stepwise (CLAER) mode asks of an LLM teacher.
