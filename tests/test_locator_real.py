@@ -186,3 +186,20 @@ def test_locator_never_raises_and_stays_in_range(steps, answer):
     assert v.reason in REASONS
     assert v.index is None or 1 <= v.index <= max(len(steps), 1)
     assert (v.index is None) == (v.reason == "no_error")
+
+
+def test_plain_text_answer():
+    assert student_answer("", ["So she makes $18 every day (9 eggs x $2)."]) == "18"
+    assert student_answer("", ["16 - 7 = 9", "The answer is: 18 dollars, 2 per egg"]) == "18"
+    assert student_answer("", ["#### 57,500"]) == "57,500"
+    assert student_answer("Thus \\boxed{18}. (2 x 9)", []) == "18"
+    assert student_answer("", ["no numbers"]) is None
+
+
+def test_step_headers_and_list_markers_are_not_quantities():
+    steps = ["## Step 1: Count the eggs she uses", "She uses 3 + 4 = 7 eggs.", "## Step 5: Find what is left",
+             "1. 16 - 7 = 9 eggs", "9 * 2 = 20"]  # fmt: skip
+    v = locate_first_error(EGGS, steps, "20")
+    assert (v.index, v.reason) == (5, "arithmetic_error")
+    v = locate_first_error(EGGS, steps[:4] + ["She earns 9 * 2 = 18."], "18")
+    assert v.index is None

@@ -328,12 +328,27 @@ def _answer_value(text: str | None) -> Fraction | None:
     return nums[-1] if nums else None
 
 
+_HEADER = re.compile(r"^[ \t]{0,8}(?:#{1,6}[ \t]{0,3})?(?:\*\*)?[ \t]{0,3}(?:step[ \t]{0,3}\d{1,3}|\d{1,2}(?=[.)][ \t]))"
+                     r"[ \t]{0,3}[:.)]?[ \t]{0,3}(?:\*\*)?", re.I | re.M)
+_ANSWER_IS = re.compile(rf"(?:answer\s{{0,3}}(?:is|:|=)|####)\s{{0,3}}:?\s{{0,3}}[$\\]{{0,2}}\s{{0,3}}(-?(?:{_NUM}))", re.I)
+_PARENS = re.compile(r"\([^()]{0,300}\)")
+
+
 def student_answer(raw: str, steps: list[str]) -> str | None:
     """The student's final answer: its <Answer> block, else the last \\boxed{} (of the raw text, else of the
-    steps), else the last number. A boxed answer wins over numbers written after it ("\\boxed{18} (18 dollars,
-    i.e. 2 weeks)")."""
+    steps), else the number after the last "answer is" / "####", else the last number outside parentheses
+    ("$18 every day (9 eggs x $2)" gives 18). A boxed answer wins over numbers written after it."""
     text = raw if raw.strip() else "\n".join(steps)
-    return extract_answer(text).answer
+    found = extract_answer(text)
+    if found.source != "last_number":
+        return found.answer
+    said = None
+    for m in _ANSWER_IS.finditer(text[-100_000:]):
+        said = m.group(1)
+    if said is not None:
+        return said
+    nums = _NUMBER.findall(_PARENS.sub(" ", text[-2000:]))
+    return nums[-1] if nums else found.answer
 
 
 def _norm(text: str) -> str:
@@ -497,6 +512,7 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
         return Verdict(i, _KIND.get(reason, "value"), cause, fix or correction()[0], reason)
 
     for i, body in enumerate(steps, 1):
+        body = _HEADER.sub(" ", body)  # "## Step 3:" and "2." are labels, not quantities
         eqs = [e for e in _checked(body) if not e.algebra]
         algebra = any(e.algebra for e in find_equations(body))
         bad = next((e for e in eqs if e.ok is False), None)
