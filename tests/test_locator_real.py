@@ -194,6 +194,7 @@ def test_plain_text_answer():
     assert student_answer("", ["#### 57,500"]) == "57,500"
     assert student_answer("Thus \\boxed{18}. (2 x 9)", []) == "18"
     assert student_answer("", ["no numbers"]) is None
+    assert student_answer("", ["**Final answer:** -10"]) == "-10" and student_answer("", ["It was -3 degrees."]) == "-3"
 
 
 def test_step_headers_and_list_markers_are_not_quantities():

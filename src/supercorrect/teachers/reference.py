@@ -330,7 +330,8 @@ def _answer_value(text: str | None) -> Fraction | None:
 
 _HEADER = re.compile(r"^[ \t]{0,8}(?:#{1,6}[ \t]{0,3})?(?:\*\*)?[ \t]{0,3}(?:step[ \t]{0,3}\d{1,3}|\d{1,2}(?=[.)][ \t]))"
                      r"[ \t]{0,3}[:.)]?[ \t]{0,3}(?:\*\*)?", re.I | re.M)
-_ANSWER_IS = re.compile(rf"(?:answer\s{{0,3}}(?:is|:|=)|####)\s{{0,3}}:?\s{{0,3}}[$\\]{{0,2}}\s{{0,3}}(-?(?:{_NUM}))", re.I)
+_ANSWER_IS = re.compile(rf"(?:answer\s{{0,3}}(?:is|:|=)|####)\s{{0,3}}:?[\s*]{{0,5}}[$\\]{{0,2}}\s{{0,3}}(-?(?:{_NUM}))", re.I)
+_SIGNED = re.compile(rf"(?<![\w)\]}}])-?(?:{_NUM})|(?:{_NUM})")
 _PARENS = re.compile(r"\([^()]{0,300}\)")
 
 
@@ -347,7 +348,7 @@ def student_answer(raw: str, steps: list[str]) -> str | None:
         said = m.group(1)
     if said is not None:
         return said
-    nums = _NUMBER.findall(_PARENS.sub(" ", text[-2000:]))
+    nums = _SIGNED.findall(_PARENS.sub(" ", text[-2000:]))
     return nums[-1] if nums else found.answer
 
 
