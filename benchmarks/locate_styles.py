@@ -99,7 +99,7 @@ def main() -> int:
             v = locate_first_error(p, steps, student_answer("", steps))
             n[style] += 1
             ok[style] += v.index is None
-            reasons.setdefault(style, Counter())[v.reason] += 1
+            reasons.setdefault(style, Counter())[getattr(v, "reason", v.kind or "no_error")] += 1
     print(f"{len(problems)} checkable GSM8K reference solutions, {time.perf_counter() - t0:.1f} s")
     for style in n:
         lo, hi = wilson(ok[style], n[style])

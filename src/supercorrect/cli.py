@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", help="NAME of the environment variable holding the API key")
     p.add_argument("--max-tokens", type=int, help="completion limit per answer")
     p.add_argument("--cache-dir", help="teacher cache (default: OUT/teacher_cache)")
+    p.add_argument("--price-in-per-1m", type=float, help="USD per million prompt tokens (for the cost)")
+    p.add_argument("--price-out-per-1m", type=float, help="USD per million completion tokens")
     p.add_argument("--mode", choices=["single_pass", "stepwise"], default="single_pass")
     p.add_argument("--reference", action="append", metavar="GSM8K_JSONL",
                    help="GSM8K file(s) whose questions give the reference steps (repeatable)")

@@ -376,7 +376,7 @@ def main(args: Any) -> int:
     teacher = None
     if not args.critic:
         fields: dict[str, Any] = {"kind": args.teacher}
-        for key in ("model", "base_url", "api_key_env", "max_tokens", "cache_dir"):
+        for key in ("model", "base_url", "api_key_env", "max_tokens", "cache_dir", "price_in_per_1m", "price_out_per_1m"):
             if getattr(args, key, None) is not None:
                 fields[key] = getattr(args, key)
         if args.teacher == "openai" and "cache_dir" not in fields:
@@ -394,6 +394,11 @@ def main(args: Any) -> int:
     )
     cov = summary["reference_coverage"]
     print(f"[locate-bench] {summary['data']}: reference matched {cov['matched']}/{cov['items']}", file=sys.stderr)
+    if summary["unchecked"]:
+        rows = [json.loads(line) for line in (out / "items.jsonl").read_text(encoding="utf-8").splitlines()]
+        kinds = Counter((r["error"] or "unknown").split(":")[0] for r in rows if not r["checked"])
+        print(f"[locate-bench] {summary['unchecked']} items not judged: "
+              + ", ".join(f"{k} {n}" for k, n in kinds.most_common()), file=sys.stderr)  # fmt: skip
     print(format_summary(summary))
     print(f"[locate-bench] {out / 'summary.json'}, {out / 'items.jsonl'}", file=sys.stderr)
     return 0
