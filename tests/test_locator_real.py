@@ -204,3 +204,14 @@ def test_step_headers_and_list_markers_are_not_quantities():
     assert (v.index, v.reason) == (5, "arithmetic_error")
     v = locate_first_error(EGGS, steps[:4] + ["She earns 9 * 2 = 18."], "18")
     assert v.index is None
+
+
+def test_approximately_and_unit_facts():
+    assert eqs("100/3 ≈ 33") == [("100/3", "33", True)] and eqs("100/3 = 33") == [("100/3", "33", False)]
+    assert eqs("2/3 \\approx 0.67") == [("2/3", "0.67", True)] and eqs("7/3 ≈ 3") == [("7/3", "3", False)]
+    # 16 ounces in a pound is not given, but a fact: soft, so a correct solution is not flagged
+    p = Problem(id="oz", question="A bag holds 2 pounds of rice. How many ounces is that?", solution="",
+                answer="32", steps=[RefStep(text="2*16=32", expr="2*16", value="32")], source="gsm8k")  # fmt: skip
+    assert locate_first_error(p, ["There are 16 ounces in a pound, so 2 * 16 = 32 ounces."], "32").index is None
+    v = locate_first_error(p, ["There are 12 ounces in a pound, so 2 * 12 = 24 ounces."], "24")
+    assert v.index == 1 and v.reason == "off_reference_result"

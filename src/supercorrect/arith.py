@@ -304,6 +304,7 @@ class Equation:
     start: int  # offset of lhs in the text
     end: int  # offset just after rhs
     algebra: bool = False  # a side touches a variable ("1.5x", "x^{14}"): not arithmetic, never checked
+    approx: bool = False  # written with ≈ (or \approx): rounding to an integer or within 1% is fine
 
     @property
     def ok(self) -> bool | None:
@@ -311,7 +312,14 @@ class Equation:
         decimal literal to be rounded to the places written (10/3 = 3.33 is ok, 10/3 = 3.3 too, 10/3 = 3 not)."""
         if self.lhs_value is None or self.rhs_value is None:
             return None
+        if self.approx and _close(self.lhs_value, self.rhs_value):
+            return True
         return _equal(self.lhs, self.lhs_value, self.rhs, self.rhs_value)
+
+
+def _close(a: Fraction, b: Fraction) -> bool:
+    """Approximately equal: b is a rounded to an integer, or within 1% of it ("33.33... ≈ 33", "≈ 0.67")."""
+    return (b.denominator == 1 and abs(a - b) <= Fraction(1, 2)) or abs(a - b) <= abs(a) / 100
 
 
 def _equal(lhs: str, lv: Fraction, rhs: str, rv: Fraction) -> bool:
@@ -501,7 +509,7 @@ def find_equations(text: str) -> list[Equation]:
         bounds = list(zip([start] + [c + 1 for c in cuts], cuts + [end], strict=True))
         sides = [_trim(text, a, b) for a, b in bounds]
         values: dict[int, list[Fraction | None]] = {}  # a middle side of a chain is evaluated once
-        for (la, lb), (ra, rb) in zip(sides, sides[1:], strict=False):
+        for n, ((la, lb), (ra, rb)) in enumerate(zip(sides, sides[1:], strict=False)):
             if la >= lb or ra >= rb:
                 continue
             lhs, rhs = text[la:lb], text[ra:rb]
@@ -516,5 +524,5 @@ def find_equations(text: str) -> list[Equation]:
                     if lv is not None and rv is not None and _equal(lhs, lv, rhs, rv):
                         pick = (lv, rv)
             algebra = ralg or (lalg and text[la] in _BINARY_START) or (lalg and la > 0 and text[la - 1].isalpha())
-            out.append(Equation(raw[la:lb], raw[ra:rb], pick[0], pick[1], la, rb, algebra))
+            out.append(Equation(raw[la:lb], raw[ra:rb], pick[0], pick[1], la, rb, algebra, text[cuts[n]] == "≈"))
     return out

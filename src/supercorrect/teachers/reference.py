@@ -417,6 +417,9 @@ def _known(problem: Problem) -> _Known:
     return _Known(ref, derived, usable | derived, given)
 
 
+# Facts a correct solution may bring in (days in a month, ounces in a pound, feet in a mile, cents): not given,
+# so a step using one is soft (blamed only with a wrong final answer), not an unknown operand.
+_UNITS = frozenset(Fraction(c) for c in (3, 4, 5, 6, 8, 16, 20, 25, 30, 31, 36, 48, 50, 360, 1760, 2000, 3600, 5280))
 MAX_KNOWN = 400  # values searched for one-operation derivations (bounds the work per step)
 
 
@@ -533,7 +536,7 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
             stated[abs(x)] = i
         unknown = [n for n in operands if n not in usable]
         fix, equation = correction()
-        far = next((n for n in unknown if not _one_op(n, pool)), None)
+        far = next((n for n in unknown if not _one_op(n, pool) and n not in _UNITS), None)
         if far is not None:
             if soft:  # an earlier step already left the reference's route: the odd number likely comes from it
                 return verdict(soft[0].index, soft[0].reason, soft[0].cause, soft[0].correction)
