@@ -215,3 +215,8 @@ def test_approximately_and_unit_facts():
     assert locate_first_error(p, ["There are 16 ounces in a pound, so 2 * 16 = 32 ounces."], "32").index is None
     v = locate_first_error(p, ["There are 12 ounces in a pound, so 2 * 12 = 24 ounces."], "24")
     assert v.index == 1 and v.reason == "off_reference_result"
+
+
+def test_rounded_thirds_carry_their_exact_value():
+    assert eqs("3.33 × 60 = 200") == [("3.33 × 60", "200", True)] and eqs("0.67 * 120 = 80") == [("0.67 * 120", "80", True)]
+    assert eqs("1.5 * 80 = 121") == [("1.5 * 80", "121", False)] and eqs("0.25 * 80 = 21") == [("0.25 * 80", "21", False)]

@@ -317,6 +317,37 @@ class Equation:
         return _equal(self.lhs, self.lhs_value, self.rhs, self.rhs_value)
 
 
+_ROUNDED = re.compile(r"(?<![\d.])(\d+)\.(\d{2,4})(?![\d.])")
+
+
+def _simplest(v: Fraction, places: int) -> Fraction | None:
+    """The fraction with the smallest denominator up to 12 that rounds to `v` at `places` decimals, if it is not
+    `v` itself (3.33 -> 10/3, 0.67 -> 2/3, 0.83 -> 5/6; 0.25 -> None, it is exact)."""
+    half = Fraction(1, 2 * 10**places)
+    for q in range(1, 13):
+        p = round(v * q)
+        if abs(Fraction(p, q) - v) <= half:
+            return None if Fraction(p, q) == v else Fraction(p, q)
+    return None
+
+
+def _unrounded(lhs: str) -> str | None:
+    """`lhs` with its rounded decimals (a third, a sixth written as 3.33, 0.67) replaced by the fractions they
+    round, or None when it has none: "3.33 × 60 = 200" is a correct step that carries the exact value."""
+    found = False
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal found
+        exact = _simplest(Fraction(f"{m.group(1)}.{m.group(2)}"), len(m.group(2)))
+        if exact is None:
+            return m.group(0)
+        found = True
+        return f"({exact.numerator}/{exact.denominator})"
+
+    out = _ROUNDED.sub(sub, lhs[:MAX_LEN], count=4)
+    return out if found else None
+
+
 def _close(a: Fraction, b: Fraction) -> bool:
     """Approximately equal: b is a rounded to an integer, or within 1% of it ("33.33... ≈ 33", "≈ 0.67")."""
     return (b.denominator == 1 and abs(a - b) <= Fraction(1, 2)) or abs(a - b) <= abs(a) / 100
@@ -519,6 +550,8 @@ def find_equations(text: str) -> list[Equation]:
             lvals = [None] if lalg else values.get(la) or _values(lhs)
             rvals = values[ra] = [None] if ralg else _values(rhs)
             pick = (lvals[0], rvals[0])
+            if not lalg and (exact := _unrounded(lhs)) is not None:  # 3.33 × 60 = 200: 10/3 × 60
+                lvals = lvals + [v for v in _values(exact) if v is not None]
             for lv in lvals:
                 for rv in rvals:
                     if lv is not None and rv is not None and _equal(lhs, lv, rhs, rv):
