@@ -220,3 +220,12 @@ def test_approximately_and_unit_facts():
 def test_rounded_thirds_carry_their_exact_value():
     assert eqs("3.33 × 60 = 200") == [("3.33 × 60", "200", True)] and eqs("0.67 * 120 = 80") == [("0.67 * 120", "80", True)]
     assert eqs("1.5 * 80 = 121") == [("1.5 * 80", "121", False)] and eqs("0.25 * 80 = 21") == [("0.25 * 80", "21", False)]
+
+
+def test_a_sum_missing_a_term_is_not_on_the_reference_route():
+    p = Problem(id="run", question="He runs 3 hours the first day and half as much the other two days. 60 miles a "
+                "week. How fast?", solution="", answer="10",
+                steps=[RefStep(text="3/2=1.5", expr="3/2", value="1.5"), RefStep(text="3+1.5+1.5=6", expr="3+1.5+1.5", value="6"),
+                       RefStep(text="60/6=10", expr="60/6", value="10")], source="gsm8k")  # fmt: skip
+    v = locate_first_error(p, ["Half as much is 3 / 2 = 1.5 hours.", "Total: 3 + 1.5 = 4.5 hours.", "60 / 4.5 ≈ 13.33"], "13.33")
+    assert (v.index, v.reason) == (2, "off_reference_result")

@@ -200,11 +200,12 @@ def generalized_for(steps: list[RefStep]) -> str:
 
 
 def _partials(expr: str) -> set[Fraction]:
-    """Partial results of an expression a correct solution may write on the way: left-to-right prefixes and
-    each run of * and / ("16-3-4" gives 13; "4+3*12" gives 36)."""
+    """Partial results of an expression a correct solution may write on the way: left-to-right prefixes (not of a
+    plain sum) and each run of * and / ("16-3-4" gives 13; "4+3*12" gives 36)."""
     toks = _tokens(expr)
     out: set[Fraction] = set()
-    pieces = ["".join(toks[:i]) for i in range(3, len(toks) + 1)]  # at least "a op b"
+    # at least "a op b"; not a prefix of a plain sum ("3+1.5" of "3+1.5+1.5"): that is a forgotten term
+    pieces = ["".join(toks[:i]) for i in range(3, len(toks) + 1) if i == len(toks) or set(toks[:i]) & set("-*/x×÷")]
     runs, cur = [], []
     for tok in toks:
         if tok in ("+", "-", "(", ")"):
