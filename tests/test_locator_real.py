@@ -229,3 +229,16 @@ def test_a_sum_missing_a_term_is_not_on_the_reference_route():
                        RefStep(text="60/6=10", expr="60/6", value="10")], source="gsm8k")  # fmt: skip
     v = locate_first_error(p, ["Half as much is 3 / 2 = 1.5 hours.", "Total: 3 + 1.5 = 4.5 hours.", "60 / 4.5 ≈ 13.33"], "13.33")
     assert (v.index, v.reason) == (2, "off_reference_result")
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [["9 * 37 = 333 and 12 + 7 = 19 " * 40] * 300, [f"{n} * 3 = {3 * n}" for n in range(3000)],
+     ["\\boxed{" * 20_000], ["(" * 50_000 + "= 1 + 1"], ["1.5x = " * 10_000]],
+)  # fmt: skip
+def test_locator_is_fast_on_adversarial_input(steps):
+    import time
+
+    t = time.perf_counter()
+    locate_first_error(EGGS, steps, student_answer("", steps))
+    assert time.perf_counter() - t < 5.0

@@ -469,8 +469,8 @@ _APPROX = re.compile(r"\\approx(?![a-zA-Z])")
 def _mask(text: str) -> str:
     """`text` with LaTeX that is not arithmetic blanked, same length: `\\text{...}` and its kin become spaces
     (words, not numbers), `\\boxed{` and its closing brace become spaces (the content stays), `\\[ \\]
-    \\( \\)` and spacing commands become spaces, `\\approx` becomes '≈'. Linear: each box scans at most 500
-    characters for its closing brace."""
+    \\( \\)` and spacing commands become spaces, `\\approx` becomes '≈'. Linear: braces are matched in one
+    pass."""
     if "\\" not in text:
         return text
     chars = list(text)
@@ -485,14 +485,20 @@ def _mask(text: str) -> str:
     for m in _APPROX.finditer(text):
         blank(m.start(), m.end())
         chars[m.start()] = "≈"
-    for m in _BOXED.finditer(text):
-        depth, j, end = 1, m.end(), min(len(text), m.end() + 500)
-        while j < end and depth:
-            depth += {"{": 1, "}": -1}.get(text[j], 0)
-            j += 1
-        if depth == 0:
-            blank(m.start(), m.end())
-            chars[j - 1] = " "
+    boxes = list(_BOXED.finditer(text))
+    if boxes:
+        close: dict[int, int] = {}  # position of "{" -> its matching "}", one pass with a stack
+        stack: list[int] = []
+        for j, c in enumerate(text):
+            if c == "{":
+                stack.append(j)
+            elif c == "}" and stack:
+                close[stack.pop()] = j
+        for m in boxes:
+            j = close.get(m.end() - 1)
+            if j is not None:
+                blank(m.start(), m.end())
+                chars[j] = " "
     return "".join(chars)
 
 
