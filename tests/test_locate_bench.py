@@ -163,3 +163,19 @@ def test_report_shows_k_and_reasons(tmp_path):
     assert "3 wrong solutions" in text and "1 blamed their last step" in text
     assert "| k | 2 | 3 | none |" in text and "| rows | 1 | 1 | 1 |" in text
     assert "| arithmetic_error | 1 |" in text and "| not_given | 1 |" in text
+
+
+def test_corrections_jsonl_end_to_end(data_dir, tmp_path):
+    """A run's corrections.jsonl (problem ids only) against the GSM8K file it came from: the label is the run
+    teacher's k, so the reference teacher agrees with itself; without --reference it is a one-line error."""
+    from supercorrect.teachers.reference import ReferenceTeacher
+
+    test = data_dir / "gsm8k" / "test.jsonl"
+    rows = [{"key": "gsm8k-test-0#0", "id": "gsm8k-test-0", "student_steps": ["16 - 3 - 4 = 9", "9 * 2 = 16"], "k": 2},
+            {"key": "gsm8k-test-0#1", "id": "gsm8k-test-0", "student_steps": ["16 - 3 = 13", "13 * 2 = 26"], "k": 2}]  # fmt: skip
+    path = tmp_path / "corrections.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    s = run_bench(path, tmp_path / "o", teacher=ReferenceTeacher(), references=[test])
+    assert s["reference_coverage"]["matched"] == 2 and s["checked"]["hits"] == 2
+    with pytest.raises(UserError, match="pass the run's data file with --reference"):
+        run_bench(path, tmp_path / "o2", teacher=ReferenceTeacher())

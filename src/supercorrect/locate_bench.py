@@ -336,6 +336,12 @@ def run_bench(
     out.mkdir(parents=True, exist_ok=True)
     refs_list = load_references(references or [])
     refs = match_reference(items, refs_list)
+    blind = [it.id for it in items if not it.problem and it.id not in refs]
+    if blind:
+        raise UserError(
+            f"{data}: {len(blind)} of {len(items)} rows carry a problem id but no problem text "
+            f"(corrections.jsonl, e.g. {blind[0]!r}): pass the run's data file with --reference"
+        )
     if critic is not None:
         preds, usage = ask_critic(critic, items, out, **(critic_options or {}))
         who: dict[str, Any] = {"critic": critic, "prompt": "correction_plain"}
