@@ -280,6 +280,10 @@ def summarise(items: list[BenchItem], preds: list[Prediction]) -> dict[str, Any]
     for it, p in zip(items, preds, strict=True):
         if p.checked:
             by_gen[it.generator or "(unknown)"].append((it.label, p.pred))
+    by_final: dict[str, list[tuple[int, int]]] = defaultdict(list)  # erroneous solutions whose answer is right?
+    for it, p in zip(items, preds, strict=True):
+        if p.checked and it.label >= 0 and it.final_answer_correct is not None:
+            by_final["final_answer_correct" if it.final_answer_correct else "final_answer_wrong"].append((it.label, p.pred))
     reasons = Counter(p.reason or "unchecked" for p in preds)
     by_reason_outcome: dict[str, Counter] = defaultdict(Counter)
     for it, p in zip(items, preds, strict=True):
@@ -289,6 +293,7 @@ def summarise(items: list[BenchItem], preds: list[Prediction]) -> dict[str, Any]
         "all": score(pairs_all),
         "unchecked": len(items) - len(pairs_checked),
         "per_generator": {g: score(v) for g, v in sorted(by_gen.items())},
+        "erroneous_by_final_answer": {k: score(v) for k, v in sorted(by_final.items())},
         "reasons": dict(reasons.most_common()),
         "outcomes_by_reason": {r: dict(c) for r, c in sorted(by_reason_outcome.items())},
     }
