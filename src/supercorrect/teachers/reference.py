@@ -16,9 +16,8 @@ synthetic problems, GSM8K's `<<expr=value>>` annotations); any other problem get
   Soft, a route the reference does not take, which may be right: a computation with known operands whose result
   is no reference value (`$3.5 * 4000 = $14,000`), an operand one operation away from known values, a stated
   value that is not known. A soft step's result becomes usable like any other. Soft findings are blamed only
-  when the final answer is wrong (then k is the first soft step, or the step just before it when that step
-  restated a given number the soft computation misuses), or when a later hard unknown operand shows the route
-  went astray. If nothing is found but the final answer is wrong, k is the step the wrong value comes from
+  when the final answer is wrong (then k is the first soft step), or when a later hard unknown operand shows the
+  route went astray. If nothing is found but the final answer is wrong, k is the step the wrong value comes from
   (`_origin`), else the last step (1 with no steps).
   What is not checked: algebra (a side with a variable: "10 - 4 = 1.5x", "x^{14} = ..."), LaTeX text
   (`\text{Total} = \$12`), claims cut off by words ("9 hours * 2/3 = 6") and definitions ("48 = 120% of
@@ -457,8 +456,6 @@ REASONS: dict[str, str] = {
     "wrote, one operation away from known values",
     "unsupported_value": "the final answer is wrong and this is the first step stating a value that is neither "
     "known nor computed",
-    "misused_given": "the final answer is wrong and the first off-reference computation uses a given number that "
-    "the step just before restated: that statement is blamed",
     "final_answer_only": "every step checks out, but the final answer is wrong: the step where the wrong final value "
     "comes from is blamed (see _origin), else the last step",
     "no_error": "every checkable step is consistent and the final answer is right",
@@ -499,8 +496,6 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
     # numbers and its own results (not later reference values, not the unit constants: "n + 1" allows anything).
     pool = known.given - _CONSTANTS
     soft: list[_Soft] = []
-    stated: dict[Fraction, int] = {}  # a given number restated by a step without computation -> latest such step
-    operands_of: dict[int, list[Fraction]] = {}  # step -> the operands of its computations
     results: list[tuple[int, Fraction, bool]] = []  # (step, result, computed) in order
 
     def correction() -> tuple[str, str]:
@@ -531,10 +526,7 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
             continue
         x, written = result
         operands = [abs(n) for e in computed for n in numbers_in(e.lhs)]
-        operands_of[i] = operands
         results.append((i, abs(x), bool(computed)))
-        if not computed and abs(x) in known.given:
-            stated[abs(x)] = i
         unknown = [n for n in operands if n not in usable]
         fix, equation = correction()
         far = next((n for n in unknown if not _one_op(n, pool) and n not in _UNITS), None)
@@ -575,16 +567,6 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
         return Verdict(None, None)
     if soft:
         first = soft[0]
-        # The off-route computation uses a given number that a step just before it restated ("On day two they
-        # travel 150 miles", when both trains do): the restatement is where the reasoning went wrong.
-        misused = [stated[n] for n in operands_of.get(first.index, []) if stated.get(n, first.index) < first.index]
-        if misused and max(misused) == first.index - 1:
-            j = max(misused)
-            cause = (
-                f"Step {j} takes a number from the problem that the following computation (step {first.index}) "
-                f"then uses for the wrong quantity; {first.cause}"
-            )
-            return verdict(j, "misused_given", cause, first.correction)
         return verdict(first.index, first.reason, first.cause, first.correction)
     shown = answer.strip() if answer and answer.strip() else "missing"
     cause = f"The steps do not reach the correct final answer: the answer {shown} should be {problem.answer}."
