@@ -179,3 +179,19 @@ def test_corrections_jsonl_end_to_end(data_dir, tmp_path):
     assert s["reference_coverage"]["matched"] == 2 and s["checked"]["hits"] == 2
     with pytest.raises(UserError, match="pass the run's data file with --reference"):
         run_bench(path, tmp_path / "o2", teacher=ReferenceTeacher())
+
+
+def test_synthetic_references(tmp_path):
+    from supercorrect.locate_bench import load_references
+    from supercorrect.problems import generate_synthetic
+    from supercorrect.teachers.reference import ReferenceTeacher
+
+    p = generate_synthetic(3, 0, "test", 2, 3)[1]
+    row = {"id": "s", "problem": p.question, "steps": [s.text for s in p.steps], "label": -1}
+    bad = dict(row, id="b", steps=[p.steps[0].text, "So the result is 99999."], label=1)
+    path = tmp_path / "syn.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps(bad) + "\n")
+    s = run_bench(path, tmp_path / "o", teacher=ReferenceTeacher(), references=["synthetic:test:3:0:2:3"])
+    assert s["reference_coverage"]["matched"] == 2 and s["checked"]["hits"] == 1 and s["checked"]["false_alarms"] == 0
+    with pytest.raises(UserError, match="expected synthetic:SPLIT:N:SEED"):
+        load_references(["synthetic:test:x"])

@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--price-out-per-1m", type=float, help="USD per million completion tokens")
     p.add_argument("--mode", choices=["single_pass", "stepwise"], default="single_pass")
     p.add_argument("--reference", action="append", metavar="GSM8K_JSONL",
-                   help="GSM8K file(s) whose questions give the reference steps (repeatable)")
+                   help="GSM8K file(s) whose questions give the reference steps, or synthetic:SPLIT:N:SEED[:MIN:MAX] "
+                   "(repeatable)")
     p.add_argument("--out", help="output folder (default: locate-bench/<data>-<teacher>)")
     p.add_argument("--limit", type=int, help="only the first N items")
     return parser

@@ -123,11 +123,21 @@ def normalise(question: str) -> str:
 
 
 def load_references(paths: list[str | Path]) -> list[Problem]:
-    """GSM8K-format files (question, answer with calculator annotations), as the toolkit loads them."""
-    from .problems import DataSpec, load_problems
+    """GSM8K-format files (question, answer with calculator annotations), as the toolkit loads them, or the
+    toolkit's synthetic problems named `synthetic:SPLIT:N:SEED[:MIN_STEPS:MAX_STEPS]` (generated again: the same
+    arguments give the same problems)."""
+    from .problems import DataSpec, generate_synthetic, load_problems
 
     out: list[Problem] = []
     for p in paths:
+        if str(p).startswith("synthetic:"):
+            parts = str(p).split(":")[1:]
+            try:
+                split, n, seed, *steps = parts[0], int(parts[1]), int(parts[2]), *map(int, parts[3:5])
+            except (IndexError, ValueError):
+                raise UserError(f"--reference {p}: expected synthetic:SPLIT:N:SEED[:MIN_STEPS:MAX_STEPS]") from None
+            out += generate_synthetic(n, seed, split, *steps)
+            continue
         out += load_problems(DataSpec(kind="gsm8k", path=str(Path(p).expanduser().resolve())))
     return out
 
