@@ -123,8 +123,10 @@ def test_hard_findings_and_reasons():
     assert (v.index, v.reason, v.kind) == (2, "arithmetic_error", "arithmetic")
     v = locate_first_error(EGGS, ["16 - 3 - 4 = 9", "9 * 37 = 333"], "333")  # 37: nothing gives it
     assert (v.index, v.reason) == (2, "unknown_operand")
-    # an off-route step before an unknown operand is the better guess
+    # an off-route step before an unknown operand or a false equation is the better guess
     v = locate_first_error(EGGS, ["16 + 3 = 19", "19 * 37 = 703"], "703")
+    assert (v.index, v.reason) == (1, "off_reference_result")
+    v = locate_first_error(EGGS, ["16 + 3 = 19", "19 - 3 = 10"], "10")
     assert (v.index, v.reason) == (1, "off_reference_result")
     assert set(REASONS) >= {"arithmetic_error", "unknown_operand", "off_reference_result", "derived_operand",
                             "unsupported_value", "final_answer_only", "no_error"}  # fmt: skip

@@ -16,8 +16,8 @@ synthetic problems, GSM8K's `<<expr=value>>` annotations); any other problem get
   Soft, a route the reference does not take, which may be right: a computation with known operands whose result
   is no reference value (`$3.5 * 4000 = $14,000`), an operand one operation away from known values, a stated
   value that is not known. A soft step's result becomes usable like any other. Soft findings are blamed only
-  when the final answer is wrong (then k is the first soft step), or when a later hard unknown operand shows the
-  route went astray. If nothing is found but the final answer is wrong, k is the step the wrong value comes from
+  when the final answer is wrong (then k is the first soft step), or when a later hard finding (a false equation,
+  an unknown operand) shows the route went astray: then the first soft step is blamed. If nothing is found but the final answer is wrong, k is the step the wrong value comes from
   (`_origin`), else the last step (1 with no steps).
   What is not checked: algebra (a side with a variable: "10 - 4 = 1.5x", "x^{14} = ..."), LaTeX text
   (`\text{Total} = \$12`), claims cut off by words ("9 hours * 2/3 = 6") and definitions ("48 = 120% of
@@ -519,6 +519,8 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
         if bad is not None and bad.lhs_value is not None:
             lhs = bad.lhs.strip()
             cause = f"Step {i} computes {lhs} as {bad.rhs.strip()}, but {lhs} = {format_number(bad.lhs_value)}."
+            if soft:  # real solutions (the embedded student's dev set): the off-route step before is the error
+                return verdict(soft[0].index, soft[0].reason, soft[0].cause, soft[0].correction)
             return verdict(i, "arithmetic_error", cause)
         computed = [e for e in eqs if e.lhs_value is not None and e.rhs_value is not None]
         result = _result(body, eqs) if eqs or not algebra else None
