@@ -137,6 +137,9 @@ def test_stage2_and_baselines_tiny(tmp_path, tiny_model_dir):
     counts = read_json(run / "cross-dpo" / "manifest.json")["counts"]
     assert counts == {"pairs": 4, "pairs_available": 6, "steps": 2}
     assert len(pairs) == 6
+    assert {r["locator_reason"] for r in read_jsonl(run / "correct" / "corrections.jsonl")} == {"arithmetic_error"}
+    assert read_json(run / "correct" / "manifest.json")["counts"]["k_distribution"] == {"2": 6}
+    assert "## First-error location" in (run / "report" / "report.md").read_text()
     assert all(p["step"] == 2 and p["chosen"].startswith("<Step2>") for p in pairs)
     assert all(p["prompt"].rstrip().endswith("</Step1>") for p in pairs)
     assert (run / "cross-dpo" / "model" / "config.json").exists()

@@ -1,9 +1,14 @@
-"""Arithmetic in model text, checked by a small parser: never eval/exec.
+r"""Arithmetic in model text, checked by a small parser: never eval/exec.
 
 `evaluate` is a recursive-descent parser over exact fractions with hard limits (length, nesting, size of numbers,
 exponents), so untrusted text cannot hang it or build huge integers. `find_equations` finds claims like
 "3 * 4 = 12", "$3 x 4 = $12", chains "a = b = c" and GSM8K's "<<48/2=24>>" in free text; it is a heuristic that
 prefers saying "not checkable" (value None) over a false "wrong".
+
+LaTeX is masked before equations are looked for (`_mask`, same length so offsets hold): `\text{...}` and its kin
+are words, not arithmetic (`\[ \text{Total cost} = \$12 \]` states a value, it computes nothing), `\boxed{...}`
+keeps only its content, display delimiters are spaces. A side that touches a variable (`1.5x`, `x^{14}`, `2x+3`) is
+algebra, not arithmetic: its value is None, so the equation is skipped rather than called wrong.
 
 Percent signs are ignored by default ("50%" reads as 50), so a caller decides what a percent means; `evaluate(...,
 percent=True)` reads "50%" as 1/2, and `find_equations` accepts an equation under either reading.
@@ -298,6 +303,8 @@ class Equation:
     rhs_value: Fraction | None
     start: int  # offset of lhs in the text
     end: int  # offset just after rhs
+    algebra: bool = False  # a side touches a variable ("1.5x", "x^{14}"): not arithmetic, never checked
+    approx: bool = False  # written with ≈ (or \approx): rounding to an integer or within 1% is fine
 
     @property
     def ok(self) -> bool | None:
@@ -305,7 +312,45 @@ class Equation:
         decimal literal to be rounded to the places written (10/3 = 3.33 is ok, 10/3 = 3.3 too, 10/3 = 3 not)."""
         if self.lhs_value is None or self.rhs_value is None:
             return None
+        if self.approx and _close(self.lhs_value, self.rhs_value):
+            return True
         return _equal(self.lhs, self.lhs_value, self.rhs, self.rhs_value)
+
+
+_ROUNDED = re.compile(r"(?<![\d.])(\d+)\.(\d{2,4})(?![\d.])")
+
+
+def _simplest(v: Fraction, places: int) -> Fraction | None:
+    """The fraction with the smallest denominator up to 12 that rounds to `v` at `places` decimals, if it is not
+    `v` itself (3.33 -> 10/3, 0.67 -> 2/3, 0.83 -> 5/6; 0.25 -> None, it is exact)."""
+    half = Fraction(1, 2 * 10**places)
+    for q in range(1, 13):
+        p = round(v * q)
+        if abs(Fraction(p, q) - v) <= half:
+            return None if Fraction(p, q) == v else Fraction(p, q)
+    return None
+
+
+def _unrounded(lhs: str) -> str | None:
+    """`lhs` with its rounded decimals (a third, a sixth written as 3.33, 0.67) replaced by the fractions they
+    round, or None when it has none: "3.33 × 60 = 200" is a correct step that carries the exact value."""
+    found = False
+
+    def sub(m: re.Match[str]) -> str:
+        nonlocal found
+        exact = _simplest(Fraction(f"{m.group(1)}.{m.group(2)}"), len(m.group(2)))
+        if exact is None:
+            return m.group(0)
+        found = True
+        return f"({exact.numerator}/{exact.denominator})"
+
+    out = _ROUNDED.sub(sub, lhs[:MAX_LEN], count=4)
+    return out if found else None
+
+
+def _close(a: Fraction, b: Fraction) -> bool:
+    """Approximately equal: b is a rounded to an integer, or within 1% of it ("33.33... ≈ 33", "≈ 0.67")."""
+    return (b.denominator == 1 and abs(a - b) <= Fraction(1, 2)) or abs(a - b) <= abs(a) / 100
 
 
 def _equal(lhs: str, lv: Fraction, rhs: str, rv: Fraction) -> bool:
@@ -413,41 +458,110 @@ def _values(s: str) -> list[Fraction | None]:
     return out
 
 
+_TEXT_CMD = re.compile(
+    r"\\(?:text|textbf|textit|textrm|texttt|mathrm|mathbf|mathit|mbox|operatorname|emph)\s{0,3}\{[^{}]{0,300}\}"
+)
+_SPACE_CMD = re.compile(r"\\(?:\[|\]|\(|\)|quad|qquad|displaystyle|;|,|!|:)")
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s{0,3}\{")
+_APPROX = re.compile(r"\\approx(?![a-zA-Z])")
+
+
+def _mask(text: str) -> str:
+    """`text` with LaTeX that is not arithmetic blanked, same length: `\\text{...}` and its kin become spaces
+    (words, not numbers), `\\boxed{` and its closing brace become spaces (the content stays), `\\[ \\]
+    \\( \\)` and spacing commands become spaces, `\\approx` becomes '≈'. Linear: braces are matched in one
+    pass."""
+    if "\\" not in text:
+        return text
+    chars = list(text)
+
+    def blank(a: int, b: int) -> None:
+        chars[a:b] = " " * (b - a)
+
+    for m in _TEXT_CMD.finditer(text):
+        blank(m.start(), m.end())
+    for m in _SPACE_CMD.finditer(text):
+        blank(m.start(), m.end())
+    for m in _APPROX.finditer(text):
+        blank(m.start(), m.end())
+        chars[m.start()] = "≈"
+    boxes = list(_BOXED.finditer(text))
+    if boxes:
+        close: dict[int, int] = {}  # position of "{" -> its matching "}", one pass with a stack
+        stack: list[int] = []
+        for j, c in enumerate(text):
+            if c == "{":
+                stack.append(j)
+            elif c == "}" and stack:
+                close[stack.pop()] = j
+        for m in boxes:
+            j = close.get(m.end() - 1)
+            if j is not None:
+                blank(m.start(), m.end())
+                chars[j] = " "
+    return "".join(chars)
+
+
+_BINARY_START = frozenset("^*/×÷·⋅∗")
+
+
 def _fragment(text: str, a: int) -> bool:
-    """Does the side starting at `a` begin with a binary minus/plus that continues non-arithmetic text
-    ("3 apples - 4 = ...")?"""
-    if text[a] not in "+-−–" or a + 1 >= len(text) or not text[a + 1].isspace():
+    """Does the side starting at `a` continue non-arithmetic text before it? A binary operator first ("x^{14}"),
+    a minus or plus between words and numbers ("3 apples - 4 = ..."), or one attached to a letter ("2x+3 = 11");
+    not a sign after a word ("is -3 / 2 = -1.5")."""
+    c = text[a]
+    if c in _BINARY_START:
+        return True
+    if c not in "+-−–" or a + 1 >= len(text):
         return False
     j = a - 1
     while j >= 0 and a - j <= 4 and text[j] in " \t":
         j -= 1
-    return j >= 0 and text[j].isalnum()
+    if j < 0 or not (text[j].isalnum() or text[j] in ")}]"):
+        return False
+    return text[a + 1].isspace() or j == a - 1
+
+
+def _attached(text: str, b: int) -> bool:
+    """Does a single letter or a LaTeX command touch the end of the side ending at `b` ("1.5x", "2\\sqrt{3}",
+    "6y")? Then the side is a term of algebra, not a number. A word ("6kg") is a unit."""
+    if not (0 < b < len(text)) or text[b - 1].isspace():
+        return False
+    if text[b] == "\\":
+        return True
+    return text[b].isalpha() and not (b + 1 < len(text) and text[b + 1].isalpha())  # "6kg" is a unit
 
 
 def find_equations(text: str) -> list[Equation]:
     """Arithmetic equalities claimed in `text`, in order: "3 * 4 = 12", "12 + 5 = 17 apples", "$3 x 4 = $12",
     "<<48/2=24>>", LaTeX "3 \\times 4 = 12"; a chain "a = b = c" gives (a, b) and (b, c). Sides with letters
-    ("x = 5") end the arithmetic, so algebra is skipped; a pair of two plain numbers is skipped too."""
+    ("x = 5", "10 - 4 = 1.5x", "x^{14} = -2^{13}") are not evaluated (value None), so algebra is skipped; a pair
+    of two plain numbers is skipped too; LaTeX text (`\\text{Total} = \\$12`) is masked first (`_mask`)."""
     if not isinstance(text, str):
         return []
+    raw, text = text, _mask(text)
     out = []
     for start, end in _runs(text):
         cuts = [i for i in range(start, end) if text[i] in "=≈"]
         bounds = list(zip([start] + [c + 1 for c in cuts], cuts + [end], strict=True))
         sides = [_trim(text, a, b) for a, b in bounds]
         values: dict[int, list[Fraction | None]] = {}  # a middle side of a chain is evaluated once
-        for (la, lb), (ra, rb) in zip(sides, sides[1:], strict=False):
+        for n, ((la, lb), (ra, rb)) in enumerate(zip(sides, sides[1:], strict=False)):
             if la >= lb or ra >= rb:
                 continue
             lhs, rhs = text[la:lb], text[ra:rb]
             if _plain(lhs) and _plain(rhs):
                 continue
-            lvals = [None] if _fragment(text, la) else values.get(la) or _values(lhs)
-            rvals = values[ra] = _values(rhs)
+            lalg, ralg = _fragment(text, la), _attached(text, rb)
+            lvals = [None] if lalg else values.get(la) or _values(lhs)
+            rvals = values[ra] = [None] if ralg else _values(rhs)
             pick = (lvals[0], rvals[0])
+            if not lalg and (exact := _unrounded(lhs)) is not None:  # 3.33 × 60 = 200: 10/3 × 60
+                lvals = lvals + [v for v in _values(exact) if v is not None]
             for lv in lvals:
                 for rv in rvals:
                     if lv is not None and rv is not None and _equal(lhs, lv, rhs, rv):
                         pick = (lv, rv)
-            out.append(Equation(lhs, rhs, pick[0], pick[1], la, rb))
+            algebra = ralg or (lalg and text[la] in _BINARY_START) or (lalg and la > 0 and text[la - 1].isalpha())
+            out.append(Equation(raw[la:lb], raw[ra:rb], pick[0], pick[1], la, rb, algebra, text[cuts[n]] == "≈"))
     return out

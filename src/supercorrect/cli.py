@@ -21,6 +21,7 @@ EPILOG = """examples:
   supercorrect check-grader --data ../shared/data    # rule-based grader against real reference answers
   supercorrect compare runs/study-s0 runs/study-s1   # accuracy intervals and paired tests across runs and seeds
   supercorrect export runs/demo exported/           # templates, corrections, pairs as HF datasets + cards
+  supercorrect locate-bench dev.jsonl --reference ../shared/data/gsm8k/test.jsonl   # teacher's first-error F1
 
 A run writes everything under runs/<name>/<stage>/ with a manifest.json per stage; see README.md."""
 
@@ -87,6 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output folder; one dataset per subfolder (load with datasets.load_dataset)")
     p.add_argument("--push-to-hub", metavar="REPO", help="also push to this hub dataset repo (needs network, HF_TOKEN)")
     p.add_argument("--public", action="store_true", help="with --push-to-hub: create a public repo (default private)")
+    p = sub.add_parser("locate-bench", help="score a teacher or a critic model on first-error location (F1)")
+    p.add_argument("data", help="labelled solutions: JSON array or JSONL (ProcessBench format) or corrections.jsonl")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--teacher", choices=["reference", "openai", "local"], default="reference")
+    who.add_argument("--critic", metavar="MODEL", help="a model as critic (plain correction prompt), e.g. a run's hsft")
+    p.add_argument("--model", help="teacher model (openai: API model name; local: id or path)")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint")
+    p.add_argument("--api-key-env", help="NAME of the environment variable holding the API key")
+    p.add_argument("--max-tokens", type=int, help="completion limit per answer")
+    p.add_argument("--cache-dir", help="teacher cache (default: OUT/teacher_cache)")
+    p.add_argument("--price-in-per-1m", type=float, help="USD per million prompt tokens (for the cost)")
+    p.add_argument("--price-out-per-1m", type=float, help="USD per million completion tokens")
+    p.add_argument("--mode", choices=["single_pass", "stepwise"], default="single_pass")
+    p.add_argument("--reference", action="append", metavar="GSM8K_JSONL",
+                   help="GSM8K file(s) whose questions give the reference steps, or synthetic:SPLIT:N:SEED[:MIN:MAX] "
+                   "(repeatable)")
+    p.add_argument("--out", help="output folder (default: locate-bench/<data>-<teacher>)")
+    p.add_argument("--limit", type=int, help="only the first N items")
     return parser
 
 
@@ -133,6 +152,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         for name, n in written.items():
             print(f"{name}: {n} rows -> {args.out}/{name}")
         return 0
+    if args.command == "locate-bench":
+        from .locate_bench import main as locate_bench
+
+        return locate_bench(args)
     if args.command == "check-grader":
         from pathlib import Path
 

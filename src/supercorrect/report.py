@@ -186,6 +186,31 @@ def plot_self_correction(evals: dict[str, dict], path: Path) -> bool:
     return True
 
 
+def locator_section(run_dir: Path) -> list[str]:
+    """Where the teacher located the first error (k) and why (its reason per row), from corrections.jsonl:
+    a locator that blames the last step for most rows, or one reason for all, is visible here."""
+    from collections import Counter
+
+    from .io import read_jsonl
+
+    path = run_dir / "correct" / "corrections.jsonl"
+    if not path.exists():
+        return []
+    rows = read_jsonl(path, skip_bad=True)
+    ks = Counter("none" if r.get("k") is None else str(r["k"]) for r in rows)
+    last = sum(1 for r in rows if r.get("k") is not None and r["k"] == len(r.get("student_steps") or []))
+    why = Counter(r.get("locator_reason") or "not_given" for r in rows)
+    order = sorted(ks, key=lambda k: (k == "none", int(k) if k.isdigit() else 0))
+    return [
+        "## First-error location\n",
+        f"{len(rows)} wrong solutions; k = the step the teacher blamed (1-based); {last} blamed their last step.\n",
+        markdown_table(["k", *order], [["rows", *[str(ks[k]) for k in order]]]),
+        "",
+        markdown_table(["reason", "rows"], [[r, str(n)] for r, n in why.most_common()]),
+        "",
+    ]
+
+
 def _stage_costs(run_dir: Path) -> tuple[list[str], list[list[str]]]:
     header = ["stage", "seconds", "teacher requests", "cache hits", "prompt tokens", "completion tokens", "cost (USD)"]
     rows = []
@@ -280,6 +305,7 @@ def run(cfg: RunConfig) -> dict:
             stage2.append(f"- `{name}`: " + ", ".join(f"{k}: {v}" for k, v in read_json(m)["counts"].items()))
     if stage2:
         parts += ["## Stage 2 data\n", *stage2, ""]
+    parts += locator_section(run_dir)
     if plot_accuracy(evals, run_dir / "report" / "accuracy.png", intervals):
         parts.append("![accuracy per stage](accuracy.png)\n")
     parts += report_section(run_dir)  # protocol of each number; judge vs rule-based accuracy, disagreements

@@ -6,7 +6,8 @@ verification with `correct.mode: stepwise`) or the rule-based reference teacher.
 whose final answer does not verify is sent back, at most `correct.inspector_rounds` rounds.
 Student: the plain correction prompt (no reference solution), its turn pre-filled with its own steps 1..k-1
 marked correct and the opening `<Stepk>` tag, so what it writes is its analysis of step k (stops at `</Stepk>`).
-Writes `corrections.jsonl`, one row per wrong solution (`teacher_error` says why a teacher request failed),
+Writes `corrections.jsonl`, one row per wrong solution (`teacher_error` says why a teacher request failed;
+`locator_reason` why the teacher blamed step k, a code of `teachers.reference.REASONS` for the rule-based one),
 and the manifest with how the teacher requests ended (`counts.teacher`, failures by kind). Only then may
 `teacher_check.enforce` stop the stage (spend cap, too few answers): answers are cached, student work is in
 its shard, so a re-run resumes.
@@ -81,7 +82,7 @@ def run(cfg: RunConfig) -> dict:
         rows.append(
             {
                 "key": w["key"], "id": w["id"], "student_solution": w["text"], "student_steps": req.steps,
-                "teacher_trace": t.text, "teacher_error": t.error, "k": k,
+                "teacher_trace": t.text, "teacher_error": t.error, "k": k, "locator_reason": t.reason,
                 "teacher_answer_correct": why is None, "teacher_check": why, "inspector_rounds": n_rounds,
             }
         )
@@ -114,6 +115,8 @@ def run(cfg: RunConfig) -> dict:
         "located": len(todo),
         "teacher_answer_correct": sum(r["teacher_answer_correct"] for r in rows),
         "not_located_by_reason": dict(reasons),
+        "k_distribution": dict(sorted(Counter(r["k"] for r in rows if r["k"] is not None).items())),
+        "locator_reasons": dict(Counter(r["locator_reason"] or "not_given" for r in rows).most_common()),
         "inspector_resent": sum(1 for n in rounds if n),
         "mode": cfg.correct.mode,
         "teacher": asked.to_dict(),

@@ -26,6 +26,7 @@ class TeacherOutput:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached: bool = False  # answered from the on-disk cache: no request was sent
+    reason: str | None = None  # why the teacher located step k (rule-based teacher: a code of reference.REASONS)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The rule-based reference teacher: the offline default. No language model is involved.
+r"""The rule-based reference teacher: the offline default. No language model is involved.
 
 It works only for problems whose reference solution has machine-checkable steps (`RefStep.value` set: the
 synthetic problems, GSM8K's `<<expr=value>>` annotations); any other problem gets
@@ -8,22 +8,27 @@ synthetic problems, GSM8K's `<<expr=value>>` annotations); any other problem get
   arithmetic written as "expr = value", a <Key> for tricky steps (division, multiplication, percentages,
   several operators) explaining the expression, a <Generalized> summary of the operation sequence, and the
   reference answer.
-- `corrections`: the student's steps are checked in order; the first wrong step k is the first one that
-  (a) states a false equation ("48 / 2 = 25"), or (b) uses an operand that is neither a quantity of the
-  problem (digits or number words), a common constant (60, 12, 100, ...) nor a value of the reference
-  ("46 / 2 = 23" when 46 appears nowhere), or (c) has a wrong result: a step that computes (has a checked
-  equation) must produce a reference intermediate value, a partial result of a reference expression
-  ("16 - 3 = 13" on the way to "16-3-4=9") or a percentage of a given number as a fraction; a step that only
-  states a number may also restate a given one. Steps without numbers are accepted. Claims cut off by words
-  ("9 hours * 2/3 = 6") and definitions ("48 = 120% of x") are not checked as equations. If no step is wrong
-  but the final answer is, k is the last step (1 with no steps). The correction is the first reference step
-  whose value the student has not yet produced, written with "expr = value".
+- `corrections`: the student's steps are checked in order, each verdict with a reason code (`REASONS`) and a
+  human cause. Findings are hard or soft.
+  Hard, an error on its own: (a) a false equation ("48 / 2 = 25"); (b) an operand that is neither a quantity
+  of the problem (digits, number words), a common constant (0, 60, 12, 100, ...), a value of the reference, a
+  result the student derived earlier, nor one operation away from those ("46 / 2 = 23" with 46 nowhere).
+  Soft, a route the reference does not take, which may be right: a computation with known operands whose result
+  is no reference value (`$3.5 * 4000 = $14,000`), an operand one operation away from known values, a stated
+  value that is not known. A soft step's result becomes usable like any other. Soft findings are blamed only
+  when the final answer is wrong (then k is the first soft step), or when a later hard finding (a false equation,
+  an unknown operand) shows the route went astray: then the first soft step is blamed. If nothing is found but the final answer is wrong, k is the step the wrong value comes from
+  (`_origin`), else the last step (1 with no steps).
+  What is not checked: algebra (a side with a variable: "10 - 4 = 1.5x", "x^{14} = ..."), LaTeX text
+  (`\text{Total} = \$12`), claims cut off by words ("9 hours * 2/3 = 6") and definitions ("48 = 120% of
+  x"). The final answer is the <Answer> block, else the last \boxed{}, else the last number.
+  The correction is the first reference step whose value the student has not yet produced, with "expr = value".
   Modes `single_pass` and `stepwise` give the same result: the rule-based check already goes step by step
   and stops at the first wrong one, which is exactly what the stepwise (CLAER) mode asks of an LLM teacher.
 
-Limitations, by design: a student who reaches a correct value by a route the reference does not take
-(an intermediate the reference never writes, not a partial result of its expressions) is marked wrong at
-that step; a wrong step whose result happens to equal a reference or given number is not caught there.
+Limitations, by design: a wrong step whose result happens to equal a reference or given number is not caught
+there; a wrong step on a route the reference does not take is not caught when the final answer is right anyway;
+when the final answer is wrong, a correct alternative route before the real error is blamed instead (too early).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from ..arith import ArithError, Equation, evaluate, find_equations, format_number, numbers_in, parse_number
+from ..grading import extract_answer, extract_boxed
 from ..schema import Problem, RefStep
 from ..xmlformat import parse, render_correction, render_solution, step_texts
 from .base import CorrectionMode, CorrectionRequest, Teacher, TeacherOutput
@@ -47,7 +53,7 @@ CAUSE_PREFIX = "Rule-based check: "
 TEMPLATE_SUFFIX = " (Rule-based template written from the reference steps.)"
 
 # Constants a correct step may state without deriving them (units, "half", percentages).
-_CONSTANTS = frozenset(Fraction(c) for c in (1, 2, 7, 10, 12, 24, 52, 60, 100, 365, 1000))
+_CONSTANTS = frozenset(Fraction(c) for c in (0, 1, 2, 7, 10, 12, 24, 52, 60, 100, 365, 1000))  # 0: a rest day
 _WORD_NUMBERS: dict[str, set[Fraction]] = {
     **{w: {Fraction(i)} for i, w in enumerate(
         "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
@@ -76,16 +82,6 @@ _VERBS = {
     "pct": "take a percentage",
     "multi": "combine several operations",
 }
-
-
-@dataclass
-class Verdict:
-    """Where the student's first error is (1-based; None: no error found) and why."""
-
-    index: int | None
-    kind: str | None  # "arithmetic" | "value" | "final_answer" | None
-    cause: str | None = None
-    correction: str | None = None
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -203,11 +199,12 @@ def generalized_for(steps: list[RefStep]) -> str:
 
 
 def _partials(expr: str) -> set[Fraction]:
-    """Partial results of an expression a correct solution may write on the way: left-to-right prefixes and
-    each run of * and / ("16-3-4" gives 13; "4+3*12" gives 36)."""
+    """Partial results of an expression a correct solution may write on the way: left-to-right prefixes (not of a
+    plain sum) and each run of * and / ("16-3-4" gives 13; "4+3*12" gives 36)."""
     toks = _tokens(expr)
     out: set[Fraction] = set()
-    pieces = ["".join(toks[:i]) for i in range(3, len(toks) + 1)]  # at least "a op b"
+    # at least "a op b"; not a prefix of a plain sum ("3+1.5" of "3+1.5+1.5"): that is a forgotten term
+    pieces = ["".join(toks[:i]) for i in range(3, len(toks) + 1) if i == len(toks) or set(toks[:i]) & set("-*/x×÷")]
     runs, cur = [], []
     for tok in toks:
         if tok in ("+", "-", "(", ")"):
@@ -218,11 +215,37 @@ def _partials(expr: str) -> set[Fraction]:
             cur.append(tok)
     if len(cur) > 1:
         runs.append("".join(cur))
-    for piece in pieces + runs:
+    for piece in pieces + runs + _regrouped(toks):
         try:
             out.add(evaluate(piece))
         except ArithError:
             continue
+    return out
+
+
+def _regrouped(toks: list[str]) -> list[str]:
+    """Partial results of a flat expression taken in another order, which correct solutions often write:
+    two subtracted terms added ("16-3-4" gives 3+4 = 7: eggs used, then 16 - 7) and two factors of a
+    product multiplied ("3*3*60" gives 3*60 = 180: meters per session). Bounded: at most 12 terms or factors."""
+    if "(" in toks or ")" in toks or len(toks) > 25:
+        return []
+    terms: list[tuple[str, list[str]]] = []  # (sign, tokens of the term)
+    sign, cur = "+", []
+    for prev, tok in zip([None, *toks], toks, strict=False):
+        if tok in ("+", "-") and _is_binary(tok, prev):
+            terms.append((sign, cur))
+            sign, cur = tok, []
+        else:
+            cur.append(tok)
+    terms.append((sign, cur))
+    out = []
+    for i, (si, ti) in enumerate(terms):
+        for sj, tj in terms[i + 1 :]:
+            if si == sj == "-" and ti and tj:  # not two added terms: forgetting one of a sum is a common error
+                out.append("".join(ti) + "+" + "".join(tj))
+        factors = [t for t in ti if t not in ("*", "x", "×")]
+        if len(factors) > 2 and len(factors) * 2 - 1 == len(ti) and all(t in _MUL for t in ti[1::2]):
+            out += [f"{a}*{b}" for n, a in enumerate(factors) for b in factors[n + 1 :]]
     return out
 
 
@@ -284,14 +307,49 @@ def _result(body: str, eqs: list[Equation]) -> tuple[Fraction, str] | None:
     return (value, last.group(0)) if value is not None else None
 
 
+_TEXT_WORDS = re.compile(r"\\(?:text|textbf|mathrm|mbox)\s{0,3}\{[^{}]{0,300}\}")
+
+
 def _answer_value(text: str | None) -> Fraction | None:
+    """The number an answer states: "18", "$18.00", "\\frac{1}{2}", "18 \\text{ dollars}", "\\boxed{18}", else
+    its last number."""
     if not text:
         return None
-    v = parse_number(text.replace("\\$", "$").strip().rstrip("."))
+    boxed = extract_boxed(text)
+    text = _TEXT_WORDS.sub(" ", boxed if boxed else text).replace("\\$", "$").strip().rstrip(".")
+    v = parse_number(text)
     if v is not None:
         return v
+    try:
+        return evaluate(text)
+    except ArithError:
+        pass
     nums = numbers_in(text)
     return nums[-1] if nums else None
+
+
+_HEADER = re.compile(r"^[ \t]{0,8}(?:#{1,6}[ \t]{0,3})?(?:\*\*)?[ \t]{0,3}(?:step[ \t]{0,3}\d{1,3}|\d{1,2}(?=[.)][ \t]))"
+                     r"[ \t]{0,3}[:.)]?[ \t]{0,3}(?:\*\*)?", re.I | re.M)
+_ANSWER_IS = re.compile(rf"(?:answer\s{{0,3}}(?:is|:|=)|####)\s{{0,3}}:?[\s*]{{0,5}}[$\\]{{0,2}}\s{{0,3}}(-?(?:{_NUM}))", re.I)
+_SIGNED = re.compile(rf"(?<![\w)\]}}])-?(?:{_NUM})|(?:{_NUM})")
+_PARENS = re.compile(r"\([^()]{0,300}\)")
+
+
+def student_answer(raw: str, steps: list[str]) -> str | None:
+    """The student's final answer: its <Answer> block, else the last \\boxed{} (of the raw text, else of the
+    steps), else the number after the last "answer is" / "####", else the last number outside parentheses
+    ("$18 every day (9 eggs x $2)" gives 18). A boxed answer wins over numbers written after it."""
+    text = raw if raw.strip() else "\n".join(steps)
+    found = extract_answer(text)
+    if found.source != "last_number":
+        return found.answer
+    said = None
+    for m in _ANSWER_IS.finditer(text[-100_000:]):
+        said = m.group(1)
+    if said is not None:
+        return said
+    nums = _SIGNED.findall(_PARENS.sub(" ", text[-2000:]))
+    return nums[-1] if nums else found.answer
 
 
 def _norm(text: str) -> str:
@@ -326,14 +384,16 @@ def _not_checkable(problem: Problem) -> TeacherOutput:
 
 @dataclass
 class _Known:
-    """What a correct step may use and produce. `derived`: values a computation may result in (reference
+    """What a correct step may use and produce. `derived`: values on the reference's route (reference
     intermediate values, partial results of reference expressions, numbers the reference writes in unannotated
     steps, percentages of given numbers as fractions). `usable`: numbers a step may use or restate: `derived`
-    plus the problem's numbers (digits and number words) and common unit constants."""
+    plus the problem's numbers (digits and number words) and common unit constants (0 included: "0 km on a rest
+    day"). The locator adds the student's own results to `usable` as it goes."""
 
     ref: list[tuple[RefStep, Fraction]]
     derived: set[Fraction]
     usable: set[Fraction]
+    given: set[Fraction]  # the problem's own numbers
 
 
 def _known(problem: Problem) -> _Known:
@@ -341,7 +401,8 @@ def _known(problem: Problem) -> _Known:
     given = {abs(q) for q in numbers_in(problem.question)}
     for word in re.findall(r"[a-z]+", problem.question.lower()):
         given |= _WORD_NUMBERS.get(word, set())
-    derived = {v for _, v in ref} | {g / 100 for g in given}
+    rates = {g / 100 for g in given if g}
+    derived = {v for _, v in ref} | rates | {1 + r for r in rates} | {1 - r for r in rates if r < 1}  # 30%: 0.7
     usable = set(given) | _CONSTANTS
     for s in problem.steps:
         numbers = {abs(n) for n in numbers_in(s.text)}
@@ -353,7 +414,76 @@ def _known(problem: Problem) -> _Known:
         if s.expr:
             usable |= {abs(n) for n in numbers_in(s.expr)}
             derived |= _partials(s.expr)
-    return _Known(ref, derived, usable | derived)
+    return _Known(ref, derived, usable | derived, given)
+
+
+# Facts a correct solution may bring in (days in a month, ounces in a pound, feet in a mile, cents): not given,
+# so a step using one is soft (blamed only with a wrong final answer), not an unknown operand.
+_UNITS = frozenset(Fraction(c) for c in (3, 4, 5, 6, 8, 16, 20, 25, 30, 31, 36, 48, 50, 360, 1760, 2000, 3600, 5280))
+MAX_KNOWN = 400  # values searched for one-operation derivations (bounds the work per step)
+
+
+_SCALES = frozenset(Fraction(c) for c in (2, 7, 12, 24, 60, 100, 1000))  # unit conversions, halves, percents
+
+
+def _one_op(x: Fraction, known: set[Fraction]) -> bool:
+    """Is x = a op b for known a, b and op one of + - * /, or a known value scaled by a unit constant
+    (90 / 60 = 1.5 hours)? O(len(known)) set lookups, at most MAX_KNOWN."""
+    if any(x * c in known or x / c in known for c in _SCALES):
+        return True
+    for i, a in enumerate(known):
+        if i >= MAX_KNOWN:
+            return False
+        if x - a in known or a - x in known or x + a in known:
+            return True
+        if a != 0 and (x / a in known or x * a in known):
+            return True
+        if x != 0 and a / x in known:
+            return True
+    return False
+
+
+# Why a verdict was given: a machine-readable code per outcome (Verdict.reason), with the human text in
+# Verdict.cause. "Hard" findings are errors on their own; "soft" ones (a route the reference does not take) are
+# blamed only when the final answer is wrong and no hard finding came earlier.
+REASONS: dict[str, str] = {
+    "arithmetic_error": "a step states a false equation (its left side evaluates to another value)",
+    "unknown_operand": "a step computes with a number that is neither given, a reference value, an earlier "
+    "result of the student, nor one operation away from those",
+    "off_reference_result": "the final answer is wrong and this is the first step whose result is not on the "
+    "reference's route (correct arithmetic on known numbers, but a value the reference never reaches)",
+    "derived_operand": "the final answer is wrong and this is the first step that uses a number the student never "
+    "wrote, one operation away from known values",
+    "unsupported_value": "the final answer is wrong and this is the first step stating a value that is neither "
+    "known nor computed",
+    "final_answer_only": "every step checks out, but the final answer is wrong: the step where the wrong final value "
+    "comes from is blamed (see _origin), else the last step",
+    "no_error": "every checkable step is consistent and the final answer is right",
+}
+_KIND = {"arithmetic_error": "arithmetic", "final_answer_only": "final_answer", "no_error": None}
+
+
+@dataclass
+class Verdict:
+    """Where the student's first error is (1-based; None: no error found) and why: `reason` is a code of
+    REASONS, `cause` the human text."""
+
+    index: int | None
+    kind: str | None  # "arithmetic" | "value" | "final_answer" | None
+    cause: str | None = None
+    correction: str | None = None
+    reason: str = "no_error"
+
+
+@dataclass
+class _Soft:
+    """A step accepted for now although it leaves the reference's route; blamed if the answer turns out wrong."""
+
+    index: int
+    reason: str
+    cause: str
+    value: Fraction | None
+    correction: str
 
 
 def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -> Verdict:
@@ -361,6 +491,12 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
     known = _known(problem)
     ref_values = {v for _, v in known.ref}
     produced: set[Fraction] = set()
+    usable = set(known.usable)  # grows with the student's own results
+    # One-operation derivations of an operand start from what the student can know at that point: the given
+    # numbers and its own results (not later reference values, not the unit constants: "n + 1" allows anything).
+    pool = known.given - _CONSTANTS
+    soft: list[_Soft] = []
+    results: list[tuple[int, Fraction, bool]] = []  # (step, result, computed) in order
 
     def correction() -> tuple[str, str]:
         """The first reference step not yet produced, as text, and its equation."""
@@ -372,43 +508,90 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
         equation = f"{show_expr(target.expr)} = {target.value}" if target.expr else f"{target.value}"
         return text, equation
 
+    def verdict(i: int, reason: str, cause: str, fix: str | None = None) -> Verdict:
+        return Verdict(i, _KIND.get(reason, "value"), cause, fix or correction()[0], reason)
+
     for i, body in enumerate(steps, 1):
-        eqs = _checked(body)
+        body = _HEADER.sub(" ", body)  # "## Step 3:" and "2." are labels, not quantities
+        eqs = [e for e in _checked(body) if not e.algebra]
+        algebra = any(e.algebra for e in find_equations(body))
         bad = next((e for e in eqs if e.ok is False), None)
         if bad is not None and bad.lhs_value is not None:
-            text, _ = correction()
             lhs = bad.lhs.strip()
             cause = f"Step {i} computes {lhs} as {bad.rhs.strip()}, but {lhs} = {format_number(bad.lhs_value)}."
-            return Verdict(i, "arithmetic", cause, text)
-        result = _result(body, eqs)
+            if soft:  # real solutions (the embedded student's dev set): the off-route step before is the error
+                return verdict(soft[0].index, soft[0].reason, soft[0].cause, soft[0].correction)
+            return verdict(i, "arithmetic_error", cause)
+        computed = [e for e in eqs if e.lhs_value is not None and e.rhs_value is not None]
+        result = _result(body, eqs) if eqs or not algebra else None
         if result is None:
             continue
         x, written = result
-        operands = [abs(n) for e in eqs for n in numbers_in(e.lhs)]
-        unknown = next((n for n in operands if n not in known.usable), None)
-        # a computation must produce a derived value; a plain statement may restate any usable number
-        if unknown is None and _matches(abs(x), written, known.derived if eqs else known.usable):
-            produced |= {v for v in ref_values if _matches(abs(x), written, {v})}
-            produced |= {e.rhs_value for e in eqs if e.rhs_value in ref_values}
-            continue
-        text, equation = correction()
-        if unknown is not None:
+        operands = [abs(n) for e in computed for n in numbers_in(e.lhs)]
+        results.append((i, abs(x), bool(computed)))
+        unknown = [n for n in operands if n not in usable]
+        fix, equation = correction()
+        far = next((n for n in unknown if not _one_op(n, pool) and n not in _UNITS), None)
+        if far is not None:
+            if soft:  # an earlier step already left the reference's route: the odd number likely comes from it
+                return verdict(soft[0].index, soft[0].reason, soft[0].cause, soft[0].correction)
             cause = (
-                f"Step {i} uses {format_number(unknown)}, which is neither a quantity from the problem nor a "
+                f"Step {i} uses {format_number(far)}, which is neither a quantity from the problem nor a "
                 f"correct earlier result, so its result {written.strip()} is wrong; the step should find {equation}."
             )
-        else:
+            return verdict(i, "unknown_operand", cause)
+        on_route = _matches(abs(x), written, known.derived if computed else usable)
+        if not unknown and on_route:
+            produced |= {v for v in ref_values if _matches(abs(x), written, {v})}
+            produced |= {e.rhs_value for e in eqs if e.rhs_value in ref_values}
+        elif unknown:
+            cause = (
+                f"Step {i} uses {format_number(unknown[0])}, which is neither a quantity from the problem nor a "
+                f"correct earlier result, so its result {written.strip()} is wrong; the step should find {equation}."
+            )
+            soft.append(_Soft(i, "derived_operand", cause, abs(x), fix))
+        elif computed:
             cause = (
                 f"The result {written.strip()} in step {i} is not a correct intermediate quantity; "
                 f"the step should find {equation}."
             )
-        return Verdict(i, "value", cause, text)
+            soft.append(_Soft(i, "off_reference_result", cause, abs(x), fix))
+        else:
+            cause = (
+                f"The value {written.strip()} in step {i} is neither given nor computed; "
+                f"the step should find {equation}."
+            )
+            soft.append(_Soft(i, "unsupported_value", cause, abs(x), fix))
+        new = {abs(x)} | {abs(e.rhs_value) for e in computed if e.rhs_value is not None}
+        usable |= new
+        pool |= new
     if _answer_ok(answer, problem.answer):
         return Verdict(None, None)
-    text, _ = correction()
+    if soft:
+        first = soft[0]
+        return verdict(first.index, first.reason, first.cause, first.correction)
     shown = answer.strip() if answer and answer.strip() else "missing"
     cause = f"The steps do not reach the correct final answer: the answer {shown} should be {problem.answer}."
-    return Verdict(max(len(steps), 1), "final_answer", cause, text)
+    origin = _origin(results, _answer_value(answer))
+    if origin is not None and origin < len(steps):
+        return verdict(origin, "final_answer_only", cause + f" The wrong value first appears in step {origin}.")
+    return verdict(max(len(steps), 1), "final_answer_only", cause)
+
+
+def _origin(results: list[tuple[int, Fraction, bool]], got: Fraction | None) -> int | None:
+    """Where a wrong final value comes from: the first step that states it without computing it ("Then he rode
+    15 miles"); or, when the last step computes it, the first step that produced it (a wrong value that happens to
+    be a reference value and comes back). None when the last step merely states an earlier correct result as the
+    answer ("Silver = 40 ... Gretchen has 40 gold coins"): that answer step is the error."""
+    if got is None or not results:
+        return None
+    got = abs(got)
+    plain = next((i for i, v, computed in results if v == got and not computed), None)
+    if plain is not None and plain < results[-1][0]:
+        return plain
+    if results[-1][2]:
+        return next((i for i, v, _ in results if v == got), None)
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- teacher
@@ -460,23 +643,24 @@ class ReferenceTeacher(Teacher):
     def templates(self, problems: list[Problem]) -> list[TeacherOutput]:
         return [self.template(p) for p in problems]
 
+    @staticmethod
+    def locate(request: CorrectionRequest) -> tuple[Verdict, list[str]]:
+        """The verdict on a request's solution (its first wrong step and why) and the steps it checked."""
+        raw = request.student_solution if isinstance(request.student_solution, str) else ""
+        steps = list(request.steps) or step_texts(parse(raw))
+        if not steps:  # tag-less output: one step per non-empty line
+            steps = [line.strip() for line in raw.splitlines() if line.strip()]
+        steps = [_TAGLIKE.sub(" ", s).strip() for s in steps]
+        return locate_first_error(request.problem, steps, student_answer(raw, steps)), steps
+
     def correction(self, request: CorrectionRequest) -> TeacherOutput:
-        """One correction trace: the student's first wrong step with a cause and the reference correction."""
+        """One correction trace: the student's first wrong step with a cause and the reference correction;
+        `reason` is the verdict's code (see REASONS)."""
         problem = request.problem
         if not checkable(problem):
             self._not_checkable += 1
             return _not_checkable(problem)
-        raw = request.student_solution if isinstance(request.student_solution, str) else ""
-        parsed = parse(raw)
-        steps = list(request.steps) or step_texts(parsed)
-        if not steps:  # tag-less output: one step per non-empty line
-            steps = [line.strip() for line in raw.splitlines() if line.strip()]
-        steps = [_TAGLIKE.sub(" ", s).strip() for s in steps]
-        answer = parsed.answer
-        if answer is None:
-            nums = _NUMBER.findall(raw if raw.strip() else "\n".join(steps))
-            answer = nums[-1] if nums else None
-        verdict = locate_first_error(problem, steps, answer)
+        verdict, steps = self.locate(request)
         shown = steps or ["(no steps)"]
         if verdict.index is None:
             text = render_correction(shown, None, None, None, problem.answer)
@@ -484,7 +668,7 @@ class ReferenceTeacher(Teacher):
             cause = (CAUSE_PREFIX if self.mark_text else "") + (verdict.cause or "")
             text = render_correction(shown, verdict.index, cause, verdict.correction or "", problem.answer)
         self._corrections += 1
-        return TeacherOutput(text=text)
+        return TeacherOutput(text=text, reason=verdict.reason)
 
     def corrections(
         self, requests: list[CorrectionRequest], *, mode: CorrectionMode = "single_pass"
