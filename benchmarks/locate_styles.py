@@ -25,7 +25,7 @@ import sys
 import time
 from collections import Counter
 
-from supercorrect.problems import DataSpec, load_problems
+from supercorrect.data import DataSpec, load_problems
 
 from supercorrect.teachers.reference import checkable, locate_first_error
 

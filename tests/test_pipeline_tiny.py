@@ -64,7 +64,8 @@ def test_stage1_pipeline_resume_and_fingerprints(tmp_path, tiny_model_dir, capsy
     assert (run / "report" / "accuracy.png").stat().st_size > 1000
     assert "![HSFT training curves](curves-hsft.png)" in report
     page = (run / "report" / "report.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 3 and "Stage-2 browser" not in page  # no stage 2 here
+    # accuracy, paired differences, self-correction and the HSFT curves: every plot of report.md, inline
+    assert page.count('src="data:image/png;base64,') == report.count('.png)') == 4 and "Stage-2 browser" not in page
     out = capsys.readouterr().out
     assert "base (HT prompt)" in out
 

@@ -126,7 +126,7 @@ def load_references(paths: list[str | Path]) -> list[Problem]:
     """GSM8K-format files (question, answer with calculator annotations), as the toolkit loads them, or the
     toolkit's synthetic problems named `synthetic:SPLIT:N:SEED[:MIN_STEPS:MAX_STEPS]` (generated again: the same
     arguments give the same problems)."""
-    from .problems import DataSpec, generate_synthetic, load_problems
+    from .data import DataSpec, generate_synthetic, load_problems
 
     out: list[Problem] = []
     for p in paths:
