@@ -26,7 +26,6 @@ import time
 from collections import Counter
 
 from supercorrect.data import DataSpec, load_problems
-
 from supercorrect.teachers.reference import checkable, locate_first_error
 
 try:

@@ -183,7 +183,6 @@ def test_corrections_jsonl_end_to_end(data_dir, tmp_path):
 
 def test_synthetic_references(tmp_path):
     from supercorrect.data import generate_synthetic
-
     from supercorrect.locate_bench import load_references
     from supercorrect.teachers.reference import ReferenceTeacher
 
