@@ -35,6 +35,7 @@ import random
 import re
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,8 +113,8 @@ def cmd_generate(a: argparse.Namespace) -> None:
     from supercorrect.models import chat_prompt, resolve_model
 
     t0 = time.time()
-    probs = synthetic_problems(a.n_synthetic, a.synthetic_seed) * a.k_synthetic
-    probs += gsm8k_problems(Path(a.data), a.n_gsm8k, a.gsm8k_seed) * a.k_gsm8k
+    probs = synthetic_problems(a.n_synthetic, a.synthetic_seed) * a.k_synthetic if a.part != "gsm8k" else []
+    probs += gsm8k_problems(Path(a.data), a.n_gsm8k, a.gsm8k_seed) * a.k_gsm8k if a.part != "synthetic" else []
     # Repeating a problem k times (instead of num_return_sequences=k) keeps batches of distinct problems the
     # same size for both sources; each copy gets its own sample because the batch seed differs per batch.
     backend = TransformersBackend(resolve_model(a.model), batch_size=a.batch_size)
@@ -122,45 +123,54 @@ def cmd_generate(a: argparse.Namespace) -> None:
     s = SamplingSettings(
         n=1, temperature=a.temperature, top_p=a.top_p, max_new_tokens=a.max_new_tokens, seed=a.seed, stop=stop
     )
-    outs = backend.generate(texts, s, desc=f"generate {a.tag}")
     split = split_ht if a.prompt == "ht" else split_cot
-    with Grader(workers=1) as grader:
-        grades = grader.grade_many([(o[0].text, p["answer"]) for o, p in zip(outs, probs, strict=True)])
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     skipped: dict[str, int] = {}
     seen: dict[str, int] = {}
-    path = out_dir / f"candidates_{a.tag}.jsonl"
-    with path.open("w") as f:
-        for p, o, g in zip(probs, outs, grades, strict=True):
-            c = o[0]
-            steps = split(c.text)
-            why = degenerate(c.text, steps)
-            k = seen[p["source"]] = seen.get(p["source"], -1) + 1
-            row = {
-                "id": f"{a.tag}/{p['source'].replace(':', '-')}/s{k}",
-                "generator": f"smollm2-135m-instruct/{a.tag}",
-                "source": p["source"],
-                "problem": p["question"],
-                "gold": p["answer"],
-                "text": c.text,
-                "finish": c.finish,
-                "steps": steps,
-                "predicted": g.predicted,
-                "final_answer_correct": g.correct,
-                "skip": why,
-            }
-            if why:
-                skipped[why] = skipped.get(why, 0) + 1
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    n_correct = 0
+    suffix = "" if a.part == "all" else f"_{a.part}"
+    path = out_dir / f"candidates_{a.tag}{suffix}.jsonl"
+    # Fixed chunks with a seed per chunk, each appended as soon as it is done: on a busy machine the first
+    # candidates can be read while the rest are sampled, and the same arguments give the same candidates.
+    with path.open("w") as f, Grader(workers=1) as grader:
+        for c in range(0, len(probs), a.batch_size):
+            part, part_texts = probs[c : c + a.batch_size], texts[c : c + a.batch_size]
+            settings = SamplingSettings(**{**asdict(s), "seed": a.seed + c // a.batch_size})
+            outs = backend.generate(part_texts, settings)
+            grades = grader.grade_many([(o[0].text, p["answer"]) for o, p in zip(outs, part, strict=True)])
+            for p, o, g in zip(part, outs, grades, strict=True):
+                comp = o[0]
+                steps = split(comp.text)
+                why = degenerate(comp.text, steps)
+                k = seen[p["source"]] = seen.get(p["source"], -1) + 1
+                row = {
+                    "id": f"{a.tag}/{p['source'].replace(':', '-')}/s{k}",
+                    "generator": f"smollm2-135m-instruct/{a.tag}",
+                    "source": p["source"],
+                    "problem": p["question"],
+                    "gold": p["answer"],
+                    "text": comp.text,
+                    "finish": comp.finish,
+                    "steps": steps,
+                    "predicted": g.predicted,
+                    "final_answer_correct": g.correct,
+                    "skip": why,
+                }
+                n_correct += g.correct
+                if why:
+                    skipped[why] = skipped.get(why, 0) + 1
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            print(f"[{a.tag}] {c + len(part)}/{len(probs)} done, {n_correct} correct, {time.time() - t0:.0f}s", flush=True)
     meta = {
-        "tag": a.tag, "model": a.model, "prompt": a.prompt, "temperature": a.temperature, "top_p": a.top_p,
+        "tag": a.tag, "part": a.part, "model": a.model, "prompt": a.prompt, "temperature": a.temperature, "top_p": a.top_p,
         "max_new_tokens": a.max_new_tokens, "seed": a.seed, "batch_size": a.batch_size,
         "synthetic": [a.n_synthetic, a.synthetic_seed, a.k_synthetic], "gsm8k": [a.n_gsm8k, a.gsm8k_seed, a.k_gsm8k],
-        "n": len(probs), "correct": sum(g.correct for g in grades), "skipped": skipped,
+        "n": len(probs), "correct": n_correct, "skipped": skipped,
         "seconds": round(time.time() - t0, 1),
     }  # fmt: skip
-    (out_dir / f"meta_{a.tag}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    (out_dir / f"meta_{a.tag}{suffix}.json").write_text(json.dumps(meta, indent=1) + "\n")
     print(json.dumps(meta))
 
 
@@ -204,6 +214,7 @@ def main() -> None:
     g.add_argument("--n-gsm8k", type=int, default=40)
     g.add_argument("--gsm8k-seed", type=int, default=0)
     g.add_argument("--k-gsm8k", type=int, default=2, help="samples per GSM8K problem")
+    g.add_argument("--part", choices=["all", "synthetic", "gsm8k"], default="all", help="which problems")
     g.add_argument("--temperature", type=float, default=0.8)
     g.add_argument("--top-p", type=float, default=0.95)
     g.add_argument("--max-new-tokens", type=int, default=256)
