@@ -101,10 +101,10 @@ def gsm8k_problems(data_dir: Path, n: int, seed: int) -> list[dict]:
     return random.Random(seed).sample(short, n)
 
 
-def synthetic_problems(n: int, seed: int) -> list[dict]:
+def synthetic_problems(n: int, seed: int, min_steps: int = 2, max_steps: int = 3) -> list[dict]:
     from supercorrect.problems import generate_synthetic
 
-    probs = generate_synthetic(n, seed=seed, split="test", min_steps=2, max_steps=3)
+    probs = generate_synthetic(n, seed=seed, split="test", min_steps=min_steps, max_steps=max_steps)
     return [{"source": f"synthetic-test:{p.id}", "question": p.question, "answer": p.answer} for p in probs]
 
 
@@ -113,7 +113,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
     from supercorrect.models import chat_prompt, resolve_model
 
     t0 = time.time()
-    probs = synthetic_problems(a.n_synthetic, a.synthetic_seed) * a.k_synthetic if a.part != "gsm8k" else []
+    probs = synthetic_problems(a.n_synthetic, a.synthetic_seed, *a.synthetic_steps) * a.k_synthetic if a.part != "gsm8k" else []
     probs += gsm8k_problems(Path(a.data), a.n_gsm8k, a.gsm8k_seed) * a.k_gsm8k if a.part != "synthetic" else []
     # Repeating a problem k times (instead of num_return_sequences=k) keeps batches of distinct problems the
     # same size for both sources; each copy gets its own sample because the batch seed differs per batch.
@@ -129,7 +129,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
     skipped: dict[str, int] = {}
     seen: dict[str, int] = {}
     n_correct = 0
-    suffix = "" if a.part == "all" else f"_{a.part}"
+    suffix = ("" if a.part == "all" else f"_{a.part}") + (f"_seed{a.synthetic_seed}" if a.synthetic_seed else "")
     path = out_dir / f"candidates_{a.tag}{suffix}.jsonl"
     # Fixed chunks with a seed per chunk, each appended as soon as it is done: on a busy machine the first
     # candidates can be read while the rest are sampled, and the same arguments give the same candidates.
@@ -166,7 +166,7 @@ def cmd_generate(a: argparse.Namespace) -> None:
     meta = {
         "tag": a.tag, "part": a.part, "model": a.model, "prompt": a.prompt, "temperature": a.temperature, "top_p": a.top_p,
         "max_new_tokens": a.max_new_tokens, "seed": a.seed, "batch_size": a.batch_size,
-        "synthetic": [a.n_synthetic, a.synthetic_seed, a.k_synthetic], "gsm8k": [a.n_gsm8k, a.gsm8k_seed, a.k_gsm8k],
+        "synthetic": [a.n_synthetic, a.synthetic_seed, a.k_synthetic, a.synthetic_steps], "gsm8k": [a.n_gsm8k, a.gsm8k_seed, a.k_gsm8k],
         "n": len(probs), "correct": n_correct, "skipped": skipped,
         "seconds": round(time.time() - t0, 1),
     }  # fmt: skip
@@ -210,6 +210,7 @@ def main() -> None:
     g.add_argument("--data", default=str(REPO.parent / "shared" / "data"))
     g.add_argument("--n-synthetic", type=int, default=40)
     g.add_argument("--synthetic-seed", type=int, default=0)
+    g.add_argument("--synthetic-steps", type=int, nargs=2, default=[2, 3], metavar=("MIN", "MAX"))
     g.add_argument("--k-synthetic", type=int, default=4, help="samples per synthetic problem")
     g.add_argument("--n-gsm8k", type=int, default=40)
     g.add_argument("--gsm8k-seed", type=int, default=0)
