@@ -7,15 +7,28 @@ steps by a fixed rule, and grades their final answers. The labels are not comput
 after reading each candidate (docs/labelling_rules.md) and live in `benchmarks/locate_dev_labels.jsonl`; the
 `build` command only joins candidates and labels into the fixture.
 
-    # 1. candidates of the base model with the CoT prompt
-    python benchmarks/make_locate_dev.py generate --model smollm2-135m --prompt cot --tag base-cot --out /tmp/devset
-    # 2. candidates of an HSFT checkpoint with the HT prompt (train one: supercorrect run configs/stage1.yaml
-    #    --stages templates,hsft --set run_root=/tmp/devset_runs)
-    python benchmarks/make_locate_dev.py generate --model /tmp/devset_runs/stage1/hsft/model --prompt ht \
-        --tag hsft-stage1 --out /tmp/devset
-    # 3. fixture = labelled candidates
-    python benchmarks/make_locate_dev.py build --candidates /tmp/devset --labels benchmarks/locate_dev_labels.jsonl \
-        --out tests/data/locate_dev.jsonl
+The fixture was made with exactly these commands (OMP_NUM_THREADS=1, 2 busy CPU cores; PYTHONPATH=src):
+
+    M=benchmarks/make_locate_dev.py; O=/tmp/devset; H=/tmp/devset_runs/stage1/hsft/model
+    # HSFT checkpoint: stage 1 of configs/stage1.yaml cut to 4 optimizer steps (a busy machine: ~5 min a step)
+    python -m supercorrect.cli run configs/stage1.yaml --stages templates --set run_root=/tmp/devset_runs
+    python -m supercorrect.cli run configs/stage1.yaml --stages hsft --force --set run_root=/tmp/devset_runs \
+        --set hsft.epochs=0.25
+    # base model, CoT prompt: 2-3 step synthetic test problems (40 x 2 samples) and GSM8K test (24 x 1)
+    python $M generate --model smollm2-135m --prompt cot --tag base-cot --part synthetic --out $O \
+        --n-synthetic 40 --k-synthetic 2 --batch-size 16 --max-new-tokens 160
+    python $M generate --model smollm2-135m --prompt cot --tag base-cot --part gsm8k --out $O \
+        --n-gsm8k 24 --k-gsm8k 1 --batch-size 12 --max-new-tokens 160
+    # base and HSFT on 1-step synthetic test problems (seed 1), where a 135M model is sometimes right
+    python $M generate --model smollm2-135m --prompt cot --tag base-cot --part synthetic --synthetic-seed 1 \
+        --synthetic-steps 1 1 --out $O --n-synthetic 32 --k-synthetic 1 --batch-size 16 --max-new-tokens 128
+    python $M generate --model $H --prompt ht --tag hsft-stage1 --part synthetic --synthetic-seed 1 \
+        --synthetic-steps 1 1 --out $O --n-synthetic 32 --k-synthetic 1 --batch-size 16 --max-new-tokens 128
+    # HSFT on 2-3 step synthetic problems (stopped after the first 40 of 80 candidates, for time)
+    python $M generate --model $H --prompt ht --tag hsft-stage1 --part synthetic --out $O \
+        --n-synthetic 40 --k-synthetic 2 --batch-size 20 --max-new-tokens 192
+    # fixture = candidates joined with the hand-written labels
+    python $M build --candidates $O --labels benchmarks/locate_dev_labels.jsonl --out tests/data/locate_dev.jsonl
 
 Step splitting (stated once, used for every candidate):
 - HT (XML) output: one step per `<StepN>` block, its body followed by its `<Key>` text when there is one; then the
