@@ -14,7 +14,8 @@ The fixture was made with exactly these commands (OMP_NUM_THREADS=1, 2 busy CPU 
     python -m supercorrect.cli run configs/stage1.yaml --stages templates --set run_root=/tmp/devset_runs
     python -m supercorrect.cli run configs/stage1.yaml --stages hsft --force --set run_root=/tmp/devset_runs \
         --set hsft.epochs=0.25
-    # base model, CoT prompt: 2-3 step synthetic test problems (40 x 2 samples) and GSM8K test (24 x 1)
+    # base model, CoT prompt: 2-3 step synthetic test problems (40 x 2 samples; stopped after the first 48
+    # candidates, for time) and GSM8K test (24 x 1)
     python $M generate --model smollm2-135m --prompt cot --tag base-cot --part synthetic --out $O \
         --n-synthetic 40 --k-synthetic 2 --batch-size 16 --max-new-tokens 160
     python $M generate --model smollm2-135m --prompt cot --tag base-cot --part gsm8k --out $O \
@@ -24,6 +25,10 @@ The fixture was made with exactly these commands (OMP_NUM_THREADS=1, 2 busy CPU 
         --synthetic-steps 1 1 --out $O --n-synthetic 32 --k-synthetic 1 --batch-size 16 --max-new-tokens 128
     python $M generate --model $H --prompt ht --tag hsft-stage1 --part synthetic --synthetic-seed 1 \
         --synthetic-steps 1 1 --out $O --n-synthetic 32 --k-synthetic 1 --batch-size 16 --max-new-tokens 128
+    # base at temperature 0.7 on more 1-step problems (seed 2), 2 samples each
+    python $M generate --model smollm2-135m --prompt cot --tag base-cot-t07 --part synthetic --synthetic-seed 2 \
+        --synthetic-steps 1 1 --out $O --n-synthetic 32 --k-synthetic 2 --batch-size 16 --max-new-tokens 112 \
+        --temperature 0.7
     # HSFT on 2-3 step synthetic problems (stopped after the first 40 of 80 candidates, for time)
     python $M generate --model $H --prompt ht --tag hsft-stage1 --part synthetic --out $O \
         --n-synthetic 40 --k-synthetic 2 --batch-size 20 --max-new-tokens 192
