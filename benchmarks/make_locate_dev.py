@@ -29,6 +29,13 @@ The fixture was made with exactly these commands (OMP_NUM_THREADS=1, 2 busy CPU 
     python $M generate --model smollm2-135m --prompt cot --tag base-cot-t07 --part synthetic --synthetic-seed 2 \
         --synthetic-steps 1 1 --out $O --n-synthetic 32 --k-synthetic 2 --batch-size 16 --max-new-tokens 112 \
         --temperature 0.7
+    python $M generate --model smollm2-135m --prompt cot --tag base-cot-t07 --part synthetic --synthetic-seed 4 \
+        --synthetic-steps 1 1 --out $O --n-synthetic 32 --k-synthetic 1 --batch-size 16 --max-new-tokens 112 \
+        --temperature 0.7
+    # base at temperature 0.3 on 1-step problems (seed 3)
+    python $M generate --model smollm2-135m --prompt cot --tag base-cot-t03 --part synthetic --synthetic-seed 3 \
+        --synthetic-steps 1 1 --out $O --n-synthetic 32 --k-synthetic 1 --batch-size 16 --max-new-tokens 112 \
+        --temperature 0.3
     # HSFT on 2-3 step synthetic problems (stopped after the first 40 of 80 candidates, for time)
     python $M generate --model $H --prompt ht --tag hsft-stage1 --part synthetic --out $O \
         --n-synthetic 40 --k-synthetic 2 --batch-size 20 --max-new-tokens 192
