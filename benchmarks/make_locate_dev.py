@@ -5,7 +5,8 @@ wrong step labelled by a person. This script is the reproducible half of that: i
 UNLABELLED candidate solutions (which problems, which checkpoints, which prompts, which seeds), splits them into
 steps by a fixed rule, and grades their final answers. The labels are not computed: they were written by hand
 after reading each candidate (docs/labelling_rules.md) and live in `benchmarks/locate_dev_labels.jsonl`; the
-`build` command only joins candidates and labels into the fixture.
+candidates left out are listed with a reason in `benchmarks/locate_dev_skipped.txt`. The `build` command only
+joins candidates and labels into the fixture.
 
 The fixture was made with exactly these commands (OMP_NUM_THREADS=1, 2 busy CPU cores; PYTHONPATH=src):
 
