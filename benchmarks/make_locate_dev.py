@@ -116,7 +116,7 @@ def degenerate(text: str, steps: list[str]) -> str | None:
 def gsm8k_problems(data_dir: Path, n: int, seed: int) -> list[dict]:
     """`n` GSM8K test problems with at most 3 reference steps (a 135M model has some chance on those), drawn
     with a fixed seed; each keeps its 0-based row number in test.jsonl."""
-    from supercorrect.problems import parse_gsm8k_solution
+    from supercorrect.data.loaders import parse_gsm8k_solution
 
     rows = [json.loads(line) for line in (data_dir / "gsm8k" / "test.jsonl").read_text().splitlines() if line]
     short = []
@@ -128,7 +128,7 @@ def gsm8k_problems(data_dir: Path, n: int, seed: int) -> list[dict]:
 
 
 def synthetic_problems(n: int, seed: int, min_steps: int = 2, max_steps: int = 3) -> list[dict]:
-    from supercorrect.problems import generate_synthetic
+    from supercorrect.data import generate_synthetic
 
     probs = generate_synthetic(n, seed=seed, split="test", min_steps=min_steps, max_steps=max_steps)
     return [{"source": f"synthetic-test:{p.id}", "question": p.question, "answer": p.answer} for p in probs]
