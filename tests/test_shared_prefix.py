@@ -315,10 +315,12 @@ def test_rpo_alpha_at_its_default_keeps_the_fingerprint():
     """Run folders made before rpo_alpha existed stay up to date; setting it redoes the DPO stages."""
     from supercorrect.config import RunConfig
     from supercorrect.io import sha256_json
+    from supercorrect.trainers.dpo_config import CrossDPOConfig
 
     data = {"test": {"kind": "synthetic", "split": "test", "n": 2}}
     cfg = RunConfig(name="x", data=data)
-    before = {k: v for k, v in cfg.model_dump(mode="json")["cross_dpo"].items() if k != "rpo_alpha"}
+    unhashed = {"rpo_alpha", *CrossDPOConfig.OPERATIONAL}  # report_to / tracking_dir never count
+    before = {k: v for k, v in cfg.model_dump(mode="json")["cross_dpo"].items() if k not in unhashed}
     assert cfg.section_hash("cross_dpo") == sha256_json({"cross_dpo": before})[:16]
     rpo = RunConfig(name="x", data=data, cross_dpo={"rpo_alpha": 1.0})
     assert rpo.section_hash("cross_dpo") != cfg.section_hash("cross_dpo")
