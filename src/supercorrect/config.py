@@ -23,7 +23,9 @@ class Section(BaseModel):
 
 class StudentConfig(Section):
     model: str = "smollm2-135m"  # "smollm2-135m" (embedded), a hub id, or a local path
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # auto: bf16 weights for generation where the hardware runs bf16 natively, else fp32 (precision.py);
+    # training keeps fp32 master weights under auto (its autocast is hsft.bf16 / cross_dpo.bf16).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
 class TeacherConfig(Section):
@@ -90,7 +92,7 @@ class TrainConfig(Section):
     lora: LoraConfig | None = None
     logging_steps: int = Field(5, ge=1)
     save_steps: int | None = Field(None, ge=1)  # checkpoint every N steps (resume point); None = end only
-    bf16: bool = False
+    bf16: bool | Literal["auto"] = "auto"  # bf16 autocast over fp32 weights; auto: where native (precision.py)
 
 
 class TemplatesConfig(Section):
@@ -140,7 +142,7 @@ class DPOConfig(Section):
     save_steps: int | None = Field(None, ge=1)
     loss_type: str = "sigmoid"
     precompute_ref_log_probs: bool = False
-    bf16: bool = False
+    bf16: bool | Literal["auto"] = "auto"  # bf16 autocast over fp32 weights; auto: where native (precision.py)
     shared_prefix: bool = True  # one [prompt | chosen | rejected] sequence per pair; false: TRL's 2 rows
     max_pairs: int | None = Field(None, ge=1)  # train on the first N pairs of the artifact (default: all)
 

@@ -46,6 +46,11 @@ class Backend(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, most backends need nothing
         """Free the model (stages load several models one after the other)."""
 
+    def describe(self) -> dict:
+        """What generated, for the stage's manifest: the backend and the precision chosen and why."""
+        precision = getattr(self, "precision", None)
+        return {"backend": self.name, "precision": precision.to_dict() if precision else None}
+
 
 def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     cut = None
@@ -57,19 +62,110 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
 
 
 class TransformersBackend(Backend):
-    """`model.generate` over length-sorted, left-padded batches."""
+    """transformers models, two engines with the same sampling semantics.
+
+    - `engine="decode"` (the default): our own decoding loop over the model's forward (`decode_batch`). Prompts
+      are tokenized once and sorted by token length (results come back in input order), batches are as large as
+      the memory budget allows for their sequences (`max_batch`, `memory_budget_gb`), the prompt is prefilled
+      once and its cache copied for the `n` samples, a sequence that has produced EOS or a stop string leaves the
+      batch at once (its rows are dropped from the KV cache, so finished sequences cost nothing), padding columns
+      that no remaining sequence needs are cut from the cache, and the batch ends when every sequence has.
+    - `engine="generate"`: stock `model.generate` over fixed batches of `batch_size` rows (the path before issue
+      11; kept as the baseline of benchmarks/cpu_speed.py and as a fallback for architectures the loop does not
+      fit).
+
+    Greedy decoding gives the same tokens on both engines (tests/test_generation.py compares them in fp32).
+    Sampling draws from the same distribution (temperature, then top-k as generate sets it, then top-p), seeded per batch, but the random stream differs once sequences leave a batch.
+    """
 
     name = "transformers"
 
-    def __init__(self, model_path: str, dtype: str = "float32", batch_size: int = 32, device: str | None = None):
+    def __init__(
+        self,
+        model_path: str,
+        dtype: str = "auto",
+        batch_size: int = 32,
+        device: str | None = None,
+        engine: str = "decode",
+        memory_budget_gb: float | None = None,
+    ):
         from .models import load_model, load_tokenizer
+        from .precision import default_device, generation_precision
 
+        if engine not in ("decode", "generate"):
+            raise ValueError(f"engine must be 'decode' or 'generate', got {engine!r}")
+        device = device or default_device()
+        self.precision = generation_precision(dtype, device)
         self.tokenizer = load_tokenizer(model_path)
         self.tokenizer.padding_side = "left"
-        self.model = load_model(model_path, dtype=dtype, device=device)
+        self.model = load_model(model_path, dtype=self.precision.dtype, device=device)
         self.batch_size = batch_size
+        self.engine = engine
+        self.memory_budget_gb = memory_budget_gb
+
+    def describe(self) -> dict:
+        return {**super().describe(), "engine": self.engine, "max_batch": self.batch_size}
 
     def generate(self, prompts: Sequence[str], s: SamplingSettings, desc: str | None = None) -> list[list[Completion]]:
+        if self.engine == "generate":
+            return self._generate_stock(prompts, s, desc)
+        return self._generate_decode(prompts, s, desc)
+
+    # -- the engine by default -------------------------------------------------------------------------------
+    def _kv_bytes_per_token(self) -> int:
+        c = self.model.config
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        kv_heads = getattr(c, "num_key_value_heads", None) or c.num_attention_heads
+        return 2 * c.num_hidden_layers * kv_heads * head_dim * self.model.dtype.itemsize
+
+    def _budget_bytes(self) -> int:
+        if self.memory_budget_gb is not None:
+            return int(self.memory_budget_gb * 2**30)
+        return default_memory_budget(self.model.device)
+
+    def batches(self, lengths: Sequence[int], n: int, max_new_tokens: int) -> list[list[int]]:
+        """Prompt indices grouped into batches, longest prompts first. A batch holds at most `batch_size`
+        sequences (prompts x n) and its KV cache (all sequences at full length) fits the memory budget."""
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+        per_token = self._kv_bytes_per_token()
+        budget = self._budget_bytes()
+        out: list[list[int]] = []
+        for i in order:
+            if out:
+                cur = out[-1]
+                rows = (len(cur) + 1) * n
+                width = lengths[cur[0]] + max_new_tokens  # the longest prompt of the batch is its first
+                if rows <= max(self.batch_size, n) and rows * width * per_token <= budget:
+                    cur.append(i)
+                    continue
+            out.append([i])
+        return out
+
+    def _generate_decode(self, prompts, s: SamplingSettings, desc) -> list[list[Completion]]:
+        import torch
+
+        tok, model = self.tokenizer, self.model
+        ids = tok(list(prompts), add_special_tokens=False)["input_ids"]
+        results: list[list[Completion]] = [[] for _ in prompts]
+        bar = tqdm(total=len(prompts), desc=desc, disable=desc is None, unit="prompt")
+        for b, idx in enumerate(self.batches([len(x) for x in ids], s.n, s.max_new_tokens)):
+            width = max(len(ids[i]) for i in idx)
+            pad = tok.pad_token_id
+            input_ids = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in idx], device=model.device)
+            mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in idx], device=model.device)
+            gen = torch.Generator(device=model.device).manual_seed(s.seed * 100_003 + b)
+            outs = decode_batch(model, tok, input_ids, mask, s, generator=gen)
+            for row, (new_ids, hit_eos) in enumerate(outs):
+                text = tok.decode(new_ids, skip_special_tokens=True)
+                text, hit_stop = _cut_at_stop(text, s.stop)
+                finish = "stop" if (hit_eos or hit_stop) else "length"
+                results[idx[row // s.n]].append(Completion(text=text, n_tokens=len(new_ids), finish=finish))
+            bar.update(len(idx))
+        bar.close()
+        return results
+
+    # -- stock transformers generate (the baseline) ------------------------------------------------------------
+    def _generate_stock(self, prompts, s: SamplingSettings, desc) -> list[list[Completion]]:
         import torch
 
         tok, model = self.tokenizer, self.model
@@ -116,6 +212,130 @@ class TransformersBackend(Backend):
 
     def close(self) -> None:
         del self.model
+
+
+def default_memory_budget(device) -> int:
+    """Bytes the KV cache of one generation batch may take: on GPU a third of the free memory, on CPU a tenth of
+    the available RAM, at most 2 GiB (beyond a few hundred sequences a CPU batch gains nothing more)."""
+    import torch
+
+    if getattr(device, "type", str(device)) == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free / 3)
+    try:
+        import psutil
+
+        avail = psutil.virtual_memory().available
+    except ImportError:  # psutil comes with accelerate; be safe anyway
+        avail = 8 * 2**30
+    return int(min(avail / 10, 2 * 2**30))
+
+
+def _sampling_warpers(model, s: SamplingSettings):
+    """The logits processors `generate(do_sample=True, temperature, top_p)` applies, in its order: temperature,
+    top-k (the model's generation_config.top_k, else generate's default of 50), top-p. Greedy needs none."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+    procs = LogitsProcessorList()
+    if s.temperature <= 0:
+        return procs
+    if s.temperature != 1.0:
+        procs.append(TemperatureLogitsWarper(s.temperature))
+    top_k = getattr(model.generation_config, "top_k", None)
+    top_k = 50 if top_k is None else top_k  # generate's global default when the model sets none
+    if top_k > 0:
+        procs.append(TopKLogitsWarper(top_k=top_k, min_tokens_to_keep=1))
+    if s.top_p < 1.0:
+        procs.append(TopPLogitsWarper(top_p=s.top_p, min_tokens_to_keep=1))
+    return procs
+
+
+def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSettings, generator=None):
+    """Greedy or sampled decoding of one left-padded batch; returns, per prompt and sample (prompt-major, `n` per
+    prompt), (new token ids without the EOS, ended_on_eos).
+
+    A row leaves the batch as soon as it has produced EOS or completed a stop string: its cache rows are dropped,
+    so the forward passes that follow only compute the sequences still running, and leading padding columns that
+    no running row needs any more are cut from the cache. The loop ends when no row is left or after
+    `max_new_tokens`.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    eos = tokenizer.eos_token_id
+    stop = [x for x in s.stop if x]
+    max_stop = max((len(x) for x in stop), default=0)
+    warpers = _sampling_warpers(model, s)
+    n_rows = input_ids.shape[0] * s.n
+    new_ids: list[list[int]] = [[] for _ in range(n_rows)]
+    ended_eos = [False] * n_rows
+    active = torch.arange(n_rows, device=input_ids.device)  # row of the running batch -> output slot
+
+    def pick(logits: torch.Tensor, seqs: torch.Tensor | None) -> torch.Tensor:
+        scores = logits.float()
+        if s.temperature <= 0:
+            return scores.argmax(-1)
+        scores = warpers(seqs, scores)
+        probs = torch.softmax(scores, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    with torch.inference_mode():
+        cache = DynamicCache(config=model.config)
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
+                    use_cache=True, logits_to_keep=1)  # fmt: skip
+        logits = out.logits[:, -1]
+        if s.n > 1:  # one prefill per prompt; its cache serves all n samples
+            cache.batch_repeat_interleave(s.n)
+            logits = logits.repeat_interleave(s.n, dim=0)
+            attention_mask = attention_mask.repeat_interleave(s.n, dim=0)
+            position_ids = position_ids.repeat_interleave(s.n, dim=0)
+        seqs = input_ids.repeat_interleave(s.n, dim=0) if len(warpers) else None
+        last_pos = position_ids[:, -1]
+        for step in range(s.max_new_tokens):
+            nxt = pick(logits, seqs)
+            keep = []
+            for r, (slot, t) in enumerate(zip(active.tolist(), nxt.tolist(), strict=True)):
+                if t == eos:
+                    ended_eos[slot] = True
+                    continue
+                new_ids[slot].append(t)
+                if stop and _ends_with_stop(tokenizer, new_ids[slot], stop, max_stop):
+                    continue
+                keep.append(r)
+            if not keep or step + 1 == s.max_new_tokens:
+                break
+            if len(keep) < len(active):
+                sel = torch.tensor(keep, device=active.device)
+                active, nxt, last_pos = active[sel], nxt[sel], last_pos[sel]
+                attention_mask = attention_mask[sel]
+                cache.batch_select_indices(sel)
+                if seqs is not None:
+                    seqs = seqs[sel]
+                # Padding columns that every remaining row has: drop them from the cache and the mask.
+                lead = int((attention_mask.cumsum(-1) == 0).sum(-1).min())
+                if lead:
+                    attention_mask = attention_mask[:, lead:]
+                    for layer in cache.layers:
+                        layer.keys = layer.keys[:, :, lead:]
+                        layer.values = layer.values[:, :, lead:]
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
+            last_pos = last_pos + 1
+            if seqs is not None:
+                seqs = torch.cat([seqs, nxt[:, None]], dim=1)
+            out = model(input_ids=nxt[:, None], attention_mask=attention_mask, position_ids=last_pos[:, None],
+                        cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
+            logits = out.logits[:, -1]
+    return list(zip(new_ids, ended_eos, strict=True))
+
+
+def _ends_with_stop(tokenizer, ids: list[int], stop: list[str], max_stop: int) -> bool:
+    """Does the decoded text of `ids` now contain a stop string that ends in its last token? Only the tail is
+    decoded: every token is at least one character, so `max_stop` tokens hold any stop string's end."""
+    tail = tokenizer.decode(ids[-(max_stop + 1) :], skip_special_tokens=True)
+    last = tokenizer.decode(ids[-1:], skip_special_tokens=True)
+    before = tail[: len(tail) - len(last)]
+    return any(x in tail and x not in before for x in stop)
 
 
 class VLLMBackend(Backend):
@@ -187,8 +407,14 @@ class VLLMBackend(Backend):
 
 
 def make_backend(kind: str, model_path: str, dtype: str, batch_size: int, gpu_memory_utilization: float = 0.2):
+    """The configured backend; `dtype` may be "auto" (precision.py decides: bf16 where the hardware has it)."""
     if kind == "vllm":
-        return VLLMBackend(model_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization)
+        from .precision import generation_precision
+
+        precision = generation_precision(dtype)
+        backend = VLLMBackend(model_path, dtype=precision.dtype, gpu_memory_utilization=gpu_memory_utilization)
+        backend.precision = precision
+        return backend
     return TransformersBackend(model_path, dtype=dtype, batch_size=batch_size)
 
 

@@ -19,9 +19,11 @@ if TYPE_CHECKING:  # the trainer imports torch, TRL and peft: loaded only when a
 
 
 def dpo_settings(c: DPOConfig, seed: int) -> CrossDPOConfig:
+    from ..precision import training_precision
     from ..trainers.dpo import CrossDPOConfig, LoraSettings
 
     fields = c.model_dump(exclude={"lora", "max_pairs"})  # max_pairs selects data; the stage applies it
+    fields["bf16"] = training_precision(c.bf16).bf16  # "auto": bf16 autocast where the hardware has it
     lora = LoraSettings(**c.lora.model_dump()) if c.lora else None
     return CrossDPOConfig(**fields, lora=lora, seed=seed)
 
@@ -41,7 +43,10 @@ def train_stage(cfg: RunConfig, st: Stage, pairs_file, start_model: str) -> dict
     metrics = train_cross_dpo(start_model, pairs, str(st.dir / "model"), settings)
     metrics.pop("log_history", None)
     print(f"[{st.name}] {metrics['steps']} steps, loss {metrics['first_loss']} -> {metrics['last_loss']}")
-    return st.finish({"pairs": len(pairs), "pairs_available": available, "steps": metrics["steps"]}, metrics=metrics)
+    from ..precision import training_precision
+
+    return st.finish({"pairs": len(pairs), "pairs_available": available, "steps": metrics["steps"]}, metrics=metrics,
+                     precision=training_precision(cfg.cross_dpo.bf16).to_dict())  # fmt: skip
 
 
 def stage(cfg: RunConfig) -> Stage:

@@ -189,4 +189,5 @@ def run(cfg: RunConfig, tag: str = "base", prompt: str | None = None) -> dict:
     finally:
         backend.close()
     write_json(st.dir / "summary.json", summaries)
-    return st.finish({"sets": len(summaries), "new_tokens": tokens}, model=tag, prompt=prompt, summary=summaries)
+    return st.finish({"sets": len(summaries), "new_tokens": tokens}, model=tag, prompt=prompt, summary=summaries,
+                     generation=backend.describe())  # fmt: skip

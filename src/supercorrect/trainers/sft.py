@@ -63,7 +63,7 @@ def save_final(trainer, tokenizer, out: Path) -> None:
 
 
 def train_sft(
-    model_path: str, rows: list[dict], output_dir: str | Path, cfg: TrainConfig, seed: int = 0, dtype: str = "float32"
+    model_path: str, rows: list[dict], output_dir: str | Path, cfg: TrainConfig, seed: int = 0, dtype: str = "auto"
 ) -> dict:
     """rows: {"prompt": user text, "completion": assistant text}. Returns training metrics; the model and
     tokenizer are saved to `<output_dir>/model`."""
@@ -72,7 +72,10 @@ def train_sft(
     from trl import SFTConfig, SFTTrainer
 
     from ..models import load_tokenizer, torch_dtype
+    from ..precision import training_precision, training_weights_dtype
 
+    precision = training_precision(cfg.bf16)  # autocast; the weights stay in `dtype` (fp32 under "auto")
+    dtype = training_weights_dtype(dtype)
     out = Path(output_dir)
     ckpt_dir = out / "checkpoints"
     tokenizer = load_tokenizer(model_path)
@@ -102,7 +105,7 @@ def train_sft(
         save_total_limit=1,
         report_to="none",
         seed=seed,
-        bf16=cfg.bf16,
+        bf16=precision.bf16,
         disable_tqdm=False,
         model_init_kwargs={"dtype": torch_dtype(dtype)},
         dataloader_num_workers=0,
@@ -138,4 +141,5 @@ def train_sft(
         "device": str(trainer.args.device),
         "world_size": trainer.args.world_size,
         "dtype": str(getattr(torch, dtype)),
+        "precision": precision.to_dict(),
     }
