@@ -149,9 +149,10 @@ def run_child(kind: str, variant: str, args) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TOKENIZERS_PARALLELISM": "false"}
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
-        tail = (p.stderr or p.stdout).strip().splitlines()[-3:]
-        print(f"  {kind}:{variant} FAILED: {' | '.join(tail)}", flush=True)
-        return {"kind": kind, "variant": variant, "error": " | ".join(tail)}
+        lines = [x for x in (p.stderr or p.stdout).strip().splitlines() if "it/s]" not in x][-3:]
+        why = f"exit {p.returncode}" + (" (killed: out of memory?)" if p.returncode == -9 else "")
+        print(f"  {kind}:{variant} FAILED, {why}: {' | '.join(lines)}", flush=True)
+        return {"kind": kind, "variant": variant, "error": f"{why}: {' | '.join(lines)}"}
     return json.loads(p.stdout.strip().splitlines()[-1])
 
 
@@ -171,7 +172,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=48, help="rows per batch (the stock path's fixed size; "
                     "the decode engine's upper bound, the memory budget may lower it)")  # fmt: skip
     ap.add_argument("--train-steps", type=int, default=3)
-    ap.add_argument("--train-length", type=int, default=512)
+    ap.add_argument("--train-length", type=int, default=256)  # issue 11: batch 4 x 256 tokens
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--variants", default=",".join(TRAIN + GENERATE),
