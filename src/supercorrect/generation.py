@@ -214,21 +214,19 @@ class TransformersBackend(Backend):
         del self.model
 
 
+CPU_KV_BUDGET = 2**30  # bytes
+
+
 def default_memory_budget(device) -> int:
-    """Bytes the KV cache of one generation batch may take: on GPU a third of the free memory, on CPU a tenth of
-    the available RAM, at most 2 GiB (beyond a few hundred sequences a CPU batch gains nothing more)."""
+    """Bytes the KV cache of one generation batch may take (all its sequences at full length): on CPU 1 GiB
+    (fp32 batch 48 of the demo's 250 + 180 tokens took 0.95 GiB; beyond that a CPU batch gains little), on GPU a
+    quarter of the device's memory. A fixed figure, not the memory free right now: batch boundaries set the
+    sampling seeds, so they must not depend on what else the machine is doing."""
     import torch
 
     if getattr(device, "type", str(device)) == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free / 3)
-    try:
-        import psutil
-
-        avail = psutil.virtual_memory().available
-    except ImportError:  # psutil comes with accelerate; be safe anyway
-        avail = 8 * 2**30
-    return int(min(avail / 10, 2 * 2**30))
+        return int(torch.cuda.get_device_properties(device).total_memory / 4)
+    return CPU_KV_BUDGET
 
 
 def _sampling_warpers(model, s: SamplingSettings):
@@ -266,6 +264,7 @@ def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSetting
     stop = [x for x in s.stop if x]
     max_stop = max((len(x) for x in stop), default=0)
     warpers = _sampling_warpers(model, s)
+    token_texts: dict[int, str] = {}
     n_rows = input_ids.shape[0] * s.n
     new_ids: list[list[int]] = [[] for _ in range(n_rows)]
     ended_eos = [False] * n_rows
@@ -300,7 +299,7 @@ def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSetting
                     ended_eos[slot] = True
                     continue
                 new_ids[slot].append(t)
-                if stop and _ends_with_stop(tokenizer, new_ids[slot], stop, max_stop):
+                if stop and _ends_with_stop(tokenizer, new_ids[slot], stop, max_stop, token_texts):
                     continue
                 keep.append(r)
             if not keep or step + 1 == s.max_new_tokens:
@@ -329,11 +328,17 @@ def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSetting
     return list(zip(new_ids, ended_eos, strict=True))
 
 
-def _ends_with_stop(tokenizer, ids: list[int], stop: list[str], max_stop: int) -> bool:
-    """Does the decoded text of `ids` now contain a stop string that ends in its last token? Only the tail is
-    decoded: every token is at least one character, so `max_stop` tokens hold any stop string's end."""
+def _ends_with_stop(tokenizer, ids: list[int], stop: list[str], max_stop: int, texts: dict[int, str]) -> bool:
+    """Does the decoded text of `ids` now contain a stop string that ends in its last token? A token that
+    completes a stop string contains that string's last character, so most tokens are ruled out by decoding
+    them alone (`texts` caches token texts); otherwise only the tail is decoded (every token is at least one character, so `max_stop` tokens
+    hold any stop string's end)."""
+    if ids[-1] not in texts:
+        texts[ids[-1]] = tokenizer.decode(ids[-1:], skip_special_tokens=True)
+    last = texts[ids[-1]]
+    if not any(x[-1] in last for x in stop):
+        return False
     tail = tokenizer.decode(ids[-(max_stop + 1) :], skip_special_tokens=True)
-    last = tokenizer.decode(ids[-1:], skip_special_tokens=True)
     before = tail[: len(tail) - len(last)]
     return any(x in tail and x not in before for x in stop)
 
