@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 
 TRAIN = ("fp32", "bf16")
-GENERATE = ("fp32-generate", "bf16-generate", "fp32-decode", "bf16-decode")
+GENERATE = ("fp32-generate", "bf16-decode", "bf16-generate", "fp32-decode")  # the two that matter first
 OPTIONAL = ("bf16-continuous",)
 BASELINE, DEFAULT = "fp32-generate", "bf16-decode"
 
