@@ -63,3 +63,74 @@ def test_local_teacher(tiny_model_dir, tmp_path):
     assert all((o.text is not None or o.error.startswith("empty")) and o.completion_tokens <= 8 for o in outs)
     assert teacher.describe()["name"].startswith("local:")
     assert teacher.usage()["completion_tokens"] > 0
+
+
+@pytest.fixture(scope="module")
+def fp32_engines(tiny_model_dir):
+    """Both engines, fp32 (pinned: greedy identity is an fp32 property)."""
+    stock = TransformersBackend(str(tiny_model_dir), dtype="float32", batch_size=4, engine="generate", device="cpu")
+    ours = TransformersBackend(str(tiny_model_dir), dtype="float32", batch_size=4, engine="decode", device="cpu")
+    return stock, ours
+
+
+PROMPTS = [f"Problem {i}: what is {i} plus {i * i}? " * (1 + i % 3) for i in range(7)]
+
+
+@pytest.mark.parametrize("stop", [(), "from the outputs", ("</Answer>",)])
+def test_decode_engine_greedy_is_stock_generate(fp32_engines, stop):
+    """Greedy: same text, token count and finish as `model.generate`, also when sequences stop early (stop
+    strings taken from the middle of some outputs fire at different steps: those rows leave the batch, and
+    padding columns are cut)."""
+    stock, ours = fp32_engines
+    if stop == "from the outputs":
+        texts = [c[0].text for c in ours.generate(PROMPTS, SamplingSettings(max_new_tokens=24))]
+        stop = tuple(t[len(t) // 2 : len(t) // 2 + 3] for t in (texts[1], texts[4]) if len(t) > 6)
+    s = SamplingSettings(max_new_tokens=24, stop=stop)
+    a, b = stock.generate(PROMPTS, s), ours.generate(PROMPTS, s)
+    assert a == b
+    if len(stop) == 2:
+        assert sum(c[0].finish == "stop" for c in b) >= 2  # the early-stop path really ran
+
+
+def test_decode_engine_eos_ends_a_sequence(fp32_engines):
+    """Make a token the tiny model produces often the EOS: both engines end there and agree."""
+    stock, ours = fp32_engines
+    first = ours.generate(PROMPTS[:1], SamplingSettings(max_new_tokens=8))[0][0]
+    ids = ours.tokenizer(first.text, add_special_tokens=False)["input_ids"]
+    saved = [b.tokenizer.eos_token for b in (stock, ours)]
+    try:
+        for engine in (stock, ours):
+            engine.tokenizer.eos_token = engine.tokenizer.convert_ids_to_tokens(ids[len(ids) // 2])
+        s = SamplingSettings(max_new_tokens=12)
+        a, b = stock.generate(PROMPTS, s), ours.generate(PROMPTS, s)
+    finally:
+        for engine, e in zip((stock, ours), saved, strict=True):
+            engine.tokenizer.eos_token = e
+    assert a == b and any(c[0].finish == "stop" for c in b)
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_decode_engine_samples_like_stock_generate(fp32_engines, n):
+    """Sampling (temperature, top-k 50 as generate sets it, top-p, seeded per batch): while no sequence leaves the
+    batch the random stream is the same, so the samples are identical to `model.generate`'s; the prompt is
+    prefilled once for its n samples."""
+    stock, ours = fp32_engines
+    s = SamplingSettings(n=n, temperature=0.8, top_p=0.9, max_new_tokens=10, seed=5)
+    a, b = stock.generate(PROMPTS, s), ours.generate(PROMPTS, s)
+    assert a == b and all(len(c) == n for c in b)
+
+
+def test_batches_follow_the_memory_budget(tiny_model_dir):
+    b = TransformersBackend(str(tiny_model_dir), dtype="float32", batch_size=64, device="cpu")
+    per_token = b._kv_bytes_per_token()
+    b.memory_budget_gb = (4 * (100 + 20) * per_token + 1) / 2**30  # room for 4 sequences of 100 + 20 tokens
+    lengths = [30, 100, 90, 10, 95, 20, 99, 50]
+    batches = b.batches(lengths, n=1, max_new_tokens=20)
+    assert sorted(i for x in batches for i in x) == list(range(8))
+    assert batches == [[1, 6, 4, 2], [7, 0, 5, 3]]  # longest first; 4 of 100+20 fit, then the rest
+    assert all(len(x) * (lengths[x[0]] + 20) * per_token <= b.memory_budget_gb * 2**30 for x in batches)
+    b.memory_budget_gb /= 2
+    assert [len(x) for x in b.batches(lengths, n=1, max_new_tokens=20)] == [2, 2, 3, 1]  # short ones: more fit
+    b.batch_size = 2
+    assert max(len(x) for x in b.batches(lengths, n=1, max_new_tokens=20)) == 2  # batch_size caps the rows
+    assert max(len(x) for x in b.batches(lengths, n=3, max_new_tokens=20)) == 1  # n samples count as rows

@@ -101,7 +101,8 @@ def tokenised(tokenizer, pairs) -> list[dict]:
 
 
 def quick_cfg(**overrides) -> CrossDPOConfig:
-    base = {"batch_size": 5, "max_steps": 1, "learning_rate": 1e-3, "warmup_ratio": 0.0, "logging_steps": 1}
+    base = {"batch_size": 5, "max_steps": 1, "learning_rate": 1e-3, "warmup_ratio": 0.0, "logging_steps": 1,
+            "bf16": False}  # exactness is checked in fp32 (pinned: `auto` would pick bf16 on some CPUs)
     return CrossDPOConfig(**{**base, **overrides})
 
 

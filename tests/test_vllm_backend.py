@@ -37,7 +37,7 @@ def backends():
     from supercorrect.models import convert_embedded
 
     path = str(convert_embedded("smollm2-135m"))
-    tf = TransformersBackend(path, batch_size=8)
+    tf = TransformersBackend(path, dtype="float32", batch_size=8)  # vb is fp32 too
     vb = VLLMBackend(path, dtype="float32", gpu_memory_utilization=0.2)
     yield vb, tf
     vb.close()

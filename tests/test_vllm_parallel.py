@@ -16,10 +16,12 @@ import types
 import pytest
 
 from supercorrect.config import GenerationConfig, RunConfig
-from supercorrect.generation import Completion, SamplingSettings, make_backend
-from supercorrect.vllm_parallel import (
+from supercorrect.generation import (
+    Completion,
     DataParallelVLLM,
+    SamplingSettings,
     engine_kwargs,
+    make_backend,
     replica_devices,
     request_seed,
     shard_bounds,

@@ -30,7 +30,9 @@ class Section(BaseModel):
 
 class StudentConfig(Section):
     model: str = "smollm2-135m"  # "smollm2-135m" (embedded), a hub id, or a local path
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    # auto: bf16 weights for generation where the hardware runs bf16 natively, else fp32 (precision.py);
+    # training keeps fp32 master weights under auto (its autocast is hsft.bf16 / cross_dpo.bf16).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
 class TeacherConfig(Section):

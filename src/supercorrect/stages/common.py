@@ -11,6 +11,7 @@ from ..config import RunConfig
 from ..errors import UserError
 from ..io import read_jsonl
 from ..models import resolve_model
+from ..precision import training_precision
 from . import Stage
 
 # Where generation stops, by prompt: an HT solution ends with its </Answer>; a CoT solution runs to EOS.
@@ -63,4 +64,5 @@ def train_dpo_stage(cfg: RunConfig, st: Stage, pairs_file: Path, start_model: st
     metrics = train_cross_dpo(start_model, pairs, str(st.dir / "model"), settings, seed=cfg.seed)
     metrics.pop("log_history", None)
     print(f"[{st.name}] {metrics['steps']} steps, loss {metrics['first_loss']} -> {metrics['last_loss']}")
-    return st.finish({"pairs": len(pairs), "pairs_available": available, "steps": metrics["steps"]}, metrics=metrics)
+    return st.finish({"pairs": len(pairs), "pairs_available": available, "steps": metrics["steps"]}, metrics=metrics,
+                     precision=training_precision(settings.bf16).to_dict())  # fmt: skip

@@ -89,6 +89,7 @@ def run(cfg: RunConfig) -> dict:
 
     # The student's own analysis of step k, batched and resumable.
     todo = [r for r in rows if r["k"] is not None]
+    generation = None
     if todo:
         backend = make_backend(
             cfg.generation.backend, model_path(cfg, "hsft"), cfg.student.dtype, cfg.generation.batch_size,
@@ -104,6 +105,7 @@ def run(cfg: RunConfig) -> dict:
             gens, _ = generate_resumable(backend, items, settings, st.dir / "student.shard.jsonl", desc="student")
         finally:
             backend.close()
+        generation = backend.describe()
         for r in todo:
             text = gens[r["key"]][0]["text"]
             r["student_step_k"] = f"<Step{r['k']}>\n" + text.split("</Step")[0].rstrip() + f"\n</Step{r['k']}>"
@@ -123,7 +125,7 @@ def run(cfg: RunConfig) -> dict:
     }
     print(f"[correct] located {len(todo)}/{len(rows)}; teacher answer right {counts['teacher_answer_correct']}")
     teacher_check.enforce(cfg, "correct", asked, st.dir / "corrections.jsonl")
-    return st.finish(counts, teacher=teacher.describe(), teacher_usage=teacher.usage())
+    return st.finish(counts, teacher=teacher.describe(), teacher_usage=teacher.usage(), generation=generation)
 
 
 STAGE = StageDef(

@@ -183,7 +183,7 @@ def run(cfg: RunConfig, tag: str = "base", prompt: str | None = None) -> dict:
         backend.close()
     write_json(st.dir / "summary.json", summaries)
     return st.finish({"sets": len(summaries), "new_tokens": tokens}, model=tag, prompt=prompt, summary=summaries,
-                     protocol=protocol(cfg))
+                     protocol=protocol(cfg), generation=backend.describe())
 
 
 def stage_def(tag: str, prompt: str | None = None) -> StageDef:

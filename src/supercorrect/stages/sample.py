@@ -86,7 +86,7 @@ def run(cfg: RunConfig) -> dict:
         "new_tokens": stats["new_tokens"],
     }
     print(f"[sample] {counts['correct']}/{len(rows)} right; {len(wrong)} wrong solutions kept", flush=True)
-    return st.finish(counts)
+    return st.finish(counts, generation=backend.describe())
 
 
 STAGE = StageDef(

@@ -32,7 +32,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from datasets import load_from_disk
@@ -192,7 +192,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.add_argument(flag, type=f.annotation, default=f.default, help=doc)
         elif f.annotation == int | None:
             parser.add_argument(flag, type=int, default=f.default, help=doc)
-        elif f.annotation in (str | None, str | list[str]):  # report_to: comma-separated integrations
+        elif f.annotation in (str | None, str | list[str], bool | Literal["auto"]):  # report_to: comma-separated
             parser.add_argument(flag, default=f.default, help=doc)
     return parser.parse_args(argv)
 

@@ -9,10 +9,11 @@ stated, 0.4 is Step-DPO's, the closest released method). `to_trl` maps them onto
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..precision import training_precision
 from ..tracking import resolve_report_to
 from .common import LoraConfig, ReportTo, check_report_to
 
@@ -56,8 +57,9 @@ class CrossDPOConfig(BaseModel):
     [1, rpo_alpha]. 0: plain DPO (the paper's)."""
     precompute_ref_log_probs: bool = False
     """Score every pair with the reference model once before training (and cache it) instead of every step."""
-    bf16: bool = False
-    """bf16 autocast over fp32 master weights."""
+    bf16: bool | Literal["auto"] = "auto"
+    """bf16 autocast over fp32 master weights; "auto": where the hardware runs bf16 natively (precision.py), else
+    fp32. The stage's manifest records what was used and why."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about a third more compute."""
     max_steps: int = -1
@@ -120,7 +122,7 @@ class CrossDPOConfig(BaseModel):
             save_steps=self.save_steps or 500,
             save_total_limit=self.save_total_limit,
             precompute_ref_log_probs=self.precompute_ref_log_probs,
-            bf16=self.bf16,
+            bf16=training_precision(self.bf16).bf16,  # "auto" resolved for this machine
             activation_checkpointing=self.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
             report_to=resolve_report_to(self.report_to),
             ddp_find_unused_parameters=False,  # every trainable parameter gets a gradient (full or LoRA)

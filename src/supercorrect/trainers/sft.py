@@ -24,6 +24,7 @@ from .. import tracking
 from ..errors import UserError
 from ..io import read_jsonl, write_json
 from ..models import load_tokenizer, torch_dtype
+from ..precision import training_precision, training_weights_dtype
 from .common import LoraConfig, last_checkpoint, peft_config, save_final
 from .cpu_fsdp import enable_cpu_fsdp
 from .sft_config import SFTConfig
@@ -32,7 +33,7 @@ METRICS_FILE = "hsft_metrics.json"
 
 
 def train_sft(
-    model_path: str, rows: list[dict], output_dir: str | Path, cfg: SFTConfig, seed: int = 0, dtype: str = "float32"
+    model_path: str, rows: list[dict], output_dir: str | Path, cfg: SFTConfig, seed: int = 0, dtype: str = "auto"
 ) -> dict:
     """rows: {"prompt": user text, "completion": assistant text}. Returns training metrics; the model and
     tokenizer are saved to `<output_dir>/model`."""
@@ -42,6 +43,8 @@ def train_sft(
     from datasets import Dataset
 
     enable_cpu_fsdp()  # an FSDP launch on a CPU-only machine runs FSDP, not silently DDP (trainers/cpu_fsdp.py)
+    precision = training_precision(cfg.bf16)  # autocast; the weights stay in `dtype` (fp32 under "auto")
+    dtype = training_weights_dtype(dtype)
     out = Path(output_dir)
     ckpt_dir = out / "checkpoints"
     tokenizer = load_tokenizer(model_path)
@@ -71,7 +74,7 @@ def train_sft(
         save_total_limit=1,
         report_to=tracking.resolve_report_to(cfg.report_to),
         seed=seed,
-        bf16=cfg.bf16,
+        bf16=precision.bf16,
         disable_tqdm=False,
         model_init_kwargs={"dtype": torch_dtype(dtype)},
         dataloader_num_workers=0,
@@ -111,6 +114,7 @@ def train_sft(
         "distributed_type": trainer.accelerator.distributed_type.value,  # NO, MULTI_CPU (DDP), FSDP, DEEPSPEED...
         "global_batch_size": cfg.batch_size * cfg.grad_accum * trainer.args.world_size,
         "dtype": str(getattr(torch, dtype)),
+        "precision": precision.to_dict(),
     }
 
 
@@ -120,7 +124,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", required=True, help="starting model dir")
     parser.add_argument("--out", required=True, help="output dir (model/, checkpoints/, hsft_metrics.json)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     # One flag per scalar SFTConfig field (--epochs, --learning-rate, --batch-size, --bf16/--no-bf16, ...);
     # defaults come from SFTConfig, so validation and defaults stay in one place.
     for name, field in SFTConfig.model_fields.items():

@@ -7,7 +7,7 @@ HSFT on 7B: 4 epochs, lr 2e-5, cosine schedule, warmup 0.02).
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -41,8 +41,9 @@ class SFTConfig(BaseModel):
     """Log the loss every N optimizer steps (the loss curve in the stage's metrics)."""
     save_steps: int | None = Field(None, ge=1)
     """Checkpoint every N steps, the point a killed run resumes from; None: save the final model only."""
-    bf16: bool = False
-    """bf16 mixed precision (autocast); the model is loaded in `student.dtype`."""
+    bf16: bool | Literal["auto"] = "auto"
+    """bf16 autocast over fp32 master weights; "auto": where the hardware runs bf16 natively (precision.py: CPUs
+    with avx512_bf16/AMX, GPUs with bf16), else fp32. The stage's manifest records what was used and why."""
     report_to: ReportTo = "auto"
     """Where the Trainer also sends its logs: "auto" = TensorBoard event files in <stage>/tensorboard when
     tensorboard is installed, else none; "none"; or integrations by name ("tensorboard", "wandb", ...); see
