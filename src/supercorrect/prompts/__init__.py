@@ -14,6 +14,10 @@ NAMES = (
     "correction_plain",  # student: the same without the reference solution
     "step_verify",  # teacher, ELAD CLAER variant: verify one step at a time
     "inspector",  # second checker: repair a teacher trace whose answer is wrong
+    # Issue 14 recipes
+    "lema_triplet",  # LEMA: student input of a correction triplet (the LEMA correction prompt's instruction)
+    "lema_continue",  # LEMA, LLM teacher: continue a solution from its corrected step to the answer
+    "teacher_solve",  # explain-based distillation, solve-based variant: template_extraction without the solution
 )
 
 
