@@ -200,6 +200,14 @@ def test_lema_recipe_tiny_end_to_end(tmp_path, tiny_model_dir):
     report = (run / "report" / "report.md").read_text()
     assert "## LEMA: error signal or one more solution?" in report and "corrected solutions alone" in report
 
+    # The comparison table counts the recipe that ran here completely (lema), with what it spent.
+    assert main(["compare", str(path)]) == 0
+    rows = {r["recipe"]: r for r in read_json(run / "compare" / "compare.json")}
+    assert set(rows) == {"lema"}
+    assert set(rows["lema"]["accuracy"]) == {"lema", "lema-corrected", "lema-plain"}
+    assert rows["lema"]["student_trained_tokens"] > 0 and rows["lema"]["seconds"] > 0
+    assert rows["lema"]["accuracy"]["lema"]["test"]["problems"] == 4
+
     # Resume: a second run skips every stage but the report.
     stages = [s for s in read_json(run / "lema-sense" / "manifest.json")["inputs"]] + ["lema-sense", "templates"]
     mtimes = {s: (run / s / "manifest.json").stat().st_mtime for s in stages}

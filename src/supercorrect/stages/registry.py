@@ -16,6 +16,7 @@ _MODULES = (templates, hsft, sample, correct, pairs, cross_dpo, cot_sft, instanc
 
 # Issue 14 recipes: LEMA and explain-based distillation.
 from . import (  # noqa: E402
+    compare,
     eval_solve_sft,
     lema,
     lema_corrected,
@@ -26,7 +27,7 @@ from . import (  # noqa: E402
     solve_templates,
 )
 
-_MODULES += (lema_data, lema, lema_corrected, lema_plain, lema_sense, solve_templates, solve_sft, eval_solve_sft)
+_MODULES += (lema_data, lema, lema_corrected, lema_plain, lema_sense, solve_templates, solve_sft, eval_solve_sft, compare)
 
 
 def _build() -> dict[str, StageDef]:
