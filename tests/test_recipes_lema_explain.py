@@ -10,6 +10,7 @@ import random
 import re
 from pathlib import Path
 
+import pytest
 import yaml
 from servers import _Handler, _Server, completion
 
@@ -146,7 +147,8 @@ def plant_wrong_solutions(cfg) -> list:
     return problems
 
 
-def test_lema_recipe_tiny_end_to_end(tmp_path, tiny_model_dir):
+@pytest.mark.slow  # four tiny SFTs and five evaluations: about 3 minutes on 2 free cores
+def test_lema_recipe_tiny_end_to_end(tmp_path, tiny_model_dir, monkeypatch):
     path = make_config(tmp_path, tiny_model_dir, "lema", lema={"mix_ratio": 0.5, "heldout": 0.25})
     cfg = load_config(path)
     run_pipeline(cfg, only=["templates", "hsft", "sample"])
@@ -219,6 +221,34 @@ def test_lema_recipe_tiny_end_to_end(tmp_path, tiny_model_dir):
     assert (run / "lema" / "manifest.json").stat().st_mtime > mtimes["lema"]
     assert (run / "templates" / "manifest.json").stat().st_mtime == mtimes["templates"]
     assert read_json(run / "lema-data" / "manifest.json")["counts"]["base_rows"] == n_train
+
+    # An LLM teacher writes the rest of the solution after the corrected step (prompt lema_continue); a
+    # continuation whose answer does not verify drops its triplet.
+    from supercorrect.stages import lema_data
+    from supercorrect.teachers.llm import LLMTeacher
+    from supercorrect.teachers.openai_chat import ChatResult
+
+    answers = {p.question: p.answer for p in problems}
+    asked = []
+
+    def chat_many(convs, desc):
+        out = []
+        for c in convs:
+            text = c[0]["content"]
+            asked.append(text)
+            question = text.split("Problem: ", 1)[1].split("\n\nReference solution:")[0]
+            good = len(asked) % 2 == 1
+            answer = answers[question] if good else "123456"
+            out.append(ChatResult(f"Step 3: so it is {answer}.\nStep 4: The answer is {answer}.", "stop", 30, 10))
+        return out
+
+    monkeypatch.setattr(lema_data, "make_teacher", lambda cfg, run_dir: LLMTeacher(chat_many, name="fake"))
+    assert main(["lema-data", str(path), "--force"]) == 0
+    assert len(asked) == 12 and 'numbered from "Step 3:" on' in asked[0] and "Step 2: " in asked[0]
+    llm_triplets = read_jsonl(run / "lema-data" / "triplets.jsonl")
+    assert len(llm_triplets) == 6
+    assert read_json(run / "lema-data" / "manifest.json")["counts"]["dropped_by_reason"] == {"no_continuation": 6}
+    assert all(t["completion"].endswith(f"Step 4: The answer is {by_id[t['id']].answer}.\n}}") for t in llm_triplets)
 
 
 def test_explain_recipe_with_the_reference_teacher_says_only_grounded_exists(tmp_path, tiny_model_dir, capsys):
