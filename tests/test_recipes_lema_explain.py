@@ -70,6 +70,34 @@ def test_rule_continuation_follows_the_reference_after_the_corrected_step():
     assert rule_continuation(p, "something else entirely") is None
 
 
+def test_right_steps_with_a_wrong_answer_make_the_answer_step_the_incorrect_one():
+    """The reference teacher names the last step when every step is right but the answer is not; in LEMA's
+    numbering the answer is a step of its own, so the triplet points at it and keeps every student step."""
+    from supercorrect.stages.lema_data import answer_step_is_wrong, build_triplet
+    from supercorrect.teachers import CorrectionRequest
+    from supercorrect.teachers.reference import ReferenceTeacher
+    from supercorrect.xmlformat import parse
+
+    p = next(q for q in load_problems_synthetic(8) if len(q.steps) == 3)
+    steps = [f"{p.steps[0].expr} = {p.steps[0].value}"]
+    trace = ReferenceTeacher(mark_text=False).correction(CorrectionRequest(p, render_solution(steps, "5"), steps))
+    step = parse(trace.text).steps[0]
+    assert parse(trace.text).first_error == 1 and answer_step_is_wrong(p, steps, "5", 1)
+    cont = rule_continuation(p, step.correction)
+    t = build_triplet(p, steps, "5", 1, step.cause, step.correction, cont, "cot", final_only=True)
+    assert t["k"] == 2 and t["incorrect_step"] == "The answer is 5."
+    assert t["prompt"].endswith(f"Step 1: {steps[0]}\nStep 2: The answer is 5.\n}}")
+    assert t["completion"].startswith("Incorrect Step: Step 2.\nExplanation: ")
+    assert f"{{\n...\nStep 2: {step.correction}" in t["completion"]
+    assert t["corrected"].startswith(steps[0] + "\n" + step.correction)
+    assert t["corrected"].endswith(f"\\boxed{{{p.answer}}}$.") and t["wrong"].endswith("\\boxed{5}$.")
+    # A wrong computation is the incorrect step itself.
+    bad = [f"{p.steps[0].expr} = 999"]
+    assert not answer_step_is_wrong(p, bad, "999", 1)
+    t = build_triplet(p, bad, "999", 1, "c", "x", [], "cot")
+    assert t["k"] == 1 and t["incorrect_step"] == bad[0] and t["corrected"].startswith("x\n")
+
+
 def test_parse_continuation_keeps_step_lines_only():
     text = "Sure!\nStep 3: 4 * 2 = 8.\n  Step 4. The answer is 8.\nStep 5:\n<Answer>8</Answer>"
     assert parse_continuation(text) == ["4 * 2 = 8.", "The answer is 8."]

@@ -38,7 +38,7 @@ from ..io import read_jsonl, write_jsonl
 from ..models import load_tokenizer
 from ..schema import Problem
 from ..teachers import make_teacher
-from ..teachers.reference import step_text
+from ..teachers.reference import locate_first_error, step_text
 from . import Stage, teacher_check
 from .common import StageDef, model_path
 from .cot_sft import cot_solution
@@ -91,6 +91,35 @@ def solution_text(steps: list[str], answer: str, mix_with: str) -> str:
 
 def solve_prompt(question: str, mix_with: str) -> str:
     return prompts.render(mix_with, problem=question)
+
+
+def answer_step_is_wrong(problem: Problem, steps: list[str], answer: str | None, k: int) -> bool:
+    """Whether the reference teacher's step k means "every step is right but the answer is not" (it then names
+    the last step). In LEMA's numbering the answer is a step of its own, so that step is the incorrect one."""
+    verdict = locate_first_error(problem, steps, answer)
+    return verdict.kind == "final_answer" and verdict.index == k
+
+
+def build_triplet(
+    problem: Problem, steps: list[str], answer: str | None, k: int, cause: str, correction: str,
+    continuation: list[str], mix_with: str, final_only: bool = False,
+) -> dict:  # fmt: skip
+    """One triplet and its two solution texts. `final_only`: the steps are right and the answer step is wrong,
+    so the incorrect step is the answer step (after the last one) and the corrected solution keeps every step."""
+    fixed = with_answer([correction, *continuation], problem.answer)
+    if final_only:
+        k, kept, incorrect = len(steps) + 1, list(steps), f"The answer is {answer or 'missing'}."
+    else:
+        kept, incorrect = steps[: k - 1], steps[k - 1]
+    shown = answer if answer or not final_only else "missing"
+    return {
+        "k": k, "incorrect_step": incorrect, "explanation": cause, "corrected_from_k": fixed,
+        "prompt": triplet_prompt(problem.question, steps, shown),
+        "completion": triplet_completion(k, cause, fixed),
+        "solve_prompt": solve_prompt(problem.question, mix_with),
+        "corrected": solution_text([*kept, *fixed], problem.answer, mix_with),
+        "wrong": solution_text(with_answer(steps, answer or "unknown"), answer or "unknown", mix_with),
+    }  # fmt: skip
 
 
 # ---- continuations -----------------------------------------------------------------------------------------------
@@ -201,19 +230,13 @@ def run(cfg: RunConfig) -> dict:
         if c["continuation"] is None:
             reasons["no_continuation"] += 1
             continue
-        p, k = c["problem"], c["k"]
-        fixed = with_answer([c["correction"], *c["continuation"]], p.answer)
+        p = c["problem"]
         student_answer = xmlformat.parse(c["student_solution"]).answer
-        corrected_steps = [*c["student_steps"][: k - 1], *fixed]
+        final_only = teacher.rule_based and answer_step_is_wrong(p, c["student_steps"], student_answer, c["k"])
         triplets.append({
-            "key": c["key"], "id": c["id"], "k": k, "incorrect_step": c["student_steps"][k - 1],
-            "explanation": c["cause"], "corrected_from_k": fixed,
-            "prompt": triplet_prompt(p.question, c["student_steps"], student_answer),
-            "completion": triplet_completion(k, c["cause"], fixed),
-            "solve_prompt": solve_prompt(p.question, settings.mix_with),
-            "corrected": solution_text(corrected_steps, p.answer, settings.mix_with),
-            "wrong": solution_text(with_answer(c["student_steps"], student_answer or "unknown"),
-                                   student_answer or "unknown", settings.mix_with),
+            "key": c["key"], "id": c["id"],
+            **build_triplet(p, c["student_steps"], student_answer, c["k"], c["cause"], c["correction"],
+                            c["continuation"], settings.mix_with, final_only),
         })  # fmt: skip
     if not triplets:
         write_jsonl(st.dir / "triplets.jsonl", [])
