@@ -168,6 +168,17 @@ class StatsConfig(Section):
     bootstrap_seed: int = 0
 
 
+class LemaConfig(Section):
+    """The `lema:` block (recipe `lema`, stages `lema-data` ... `lema-sense`; see docs/recipes.md)."""
+
+    mix_with: Literal["cot", "ht"] = "cot"  # the solutions the correction data is mixed with: plain CoT or HT templates
+    mix_ratio: float | None = Field(1.0, ge=0)  # solution rows per correction row; None: every training problem's
+    heldout: float = Field(0.25, ge=0, lt=1)  # share of triplet problems kept out of training (sense-of-error set)
+    sense_max: int = Field(64, ge=1)  # at most this many problems per set in the sense-of-error measure
+    nll_batch_size: int = Field(8, ge=1)  # batch of the perplexity (mean token NLL) measure
+    continue_max_tokens: int = Field(512, ge=1)  # LLM teacher: longest continuation from the corrected step
+
+
 class RunConfig(Section):
     name: str
     seed: int = 0
@@ -189,6 +200,7 @@ class RunConfig(Section):
     correct: CorrectConfig = CorrectConfig()
     cross_dpo: CrossDPOConfig = CrossDPOConfig()  # trainers/dpo_config.py
     stats: StatsConfig = StatsConfig()
+    lema: LemaConfig = LemaConfig()  # issue 14: recipe lema
 
     # Where the config file lives: relative data paths resolve against it. Not part of the YAML.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

@@ -305,6 +305,10 @@ def run(cfg: RunConfig) -> dict:
             stage2.append(f"- `{name}`: " + ", ".join(f"{k}: {v}" for k, v in read_json(m)["counts"].items()))
     if stage2:
         parts += ["## Stage 2 data\n", *stage2, ""]
+    for m in sorted(run_dir.glob("*/manifest.json")):  # sections a recipe's stages write (LEMA, explain, ...)
+        section = read_json(m).get("report_section")
+        if section and m.parent.name != "report":
+            parts += [section, ""]
     parts += locator_section(run_dir)
     if plot_accuracy(evals, run_dir / "report" / "accuracy.png", intervals):
         parts.append("![accuracy per stage](accuracy.png)\n")

@@ -15,6 +15,9 @@ NAMES = (
     "step_verify",  # teacher, ELAD CLAER variant: verify one step at a time
     "inspector",  # second checker: repair a teacher trace whose answer is wrong
     "judge",  # optional LLM judge of a model's final answer (evaluate.judge, judge.py)
+    "lema_triplet",  # LEMA: student input of a correction triplet (the LEMA correction prompt's instruction)
+    "lema_continue",  # LEMA, LLM teacher: continue a solution from its corrected step to the answer
+    "teacher_solve",  # explain-based distillation, solve-based variant: template_extraction without the solution
 )
 
 

@@ -9,3 +9,7 @@ RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (supercorrect.SUPERCORRECT, supercorrect.STAGE1, baselines.COT_SFT, baselines.INSTANCE_DPO)
 }
+# Issue 14 recipes: LEMA and explain-based distillation.
+from . import compare, explain, lema  # noqa: E402
+
+RECIPES.update({r.name: r for r in (lema.LEMA, explain.EXPLAIN, compare.COMPARE)})

@@ -14,6 +14,21 @@ from .common import StageDef
 
 _MODULES = (templates, hsft, sample, correct, pairs, cross_dpo, cot_sft, instance_dpo)
 
+# Issue 14 recipes: LEMA and explain-based distillation.
+from . import (  # noqa: E402
+    compare,
+    eval_solve_sft,
+    lema,
+    lema_corrected,
+    lema_data,
+    lema_plain,
+    lema_sense,
+    solve_sft,
+    solve_templates,
+)
+
+_MODULES += (lema_data, lema, lema_corrected, lema_plain, lema_sense, solve_templates, solve_sft, eval_solve_sft, compare)
+
 
 def _build() -> dict[str, StageDef]:
     defs = [ev.stage_def("base"), ev.stage_def("base", "cot")]

@@ -1,0 +1,31 @@
+"""`compare`: SuperCorrect and the neighbouring recipes on the same training problems, student and teacher, in one
+run folder (shared stages such as templates and hsft run once), then one table (stage `compare`): accuracy of
+every trained model, and per recipe the time and the teacher and student tokens it spent.
+
+A recipe added to the toolkit joins the comparison by adding it to `COMPARED` below.
+"""
+
+from __future__ import annotations
+
+from .base import Recipe
+from .explain import EXPLAIN
+from .lema import LEMA
+from .supercorrect import SUPERCORRECT
+
+COMPARED = (SUPERCORRECT, LEMA, EXPLAIN)
+
+
+def _union(items: list[tuple[str, ...]]) -> tuple[str, ...]:
+    out: list[str] = []
+    for names in items:
+        out += [n for n in names if n not in out and n != "report"]
+    return tuple(out)
+
+
+COMPARE = Recipe(
+    name="compare",
+    summary="every recipe on the same problems, student and teacher, and one table of accuracy, tokens and time",
+    stages=(*_union([r.stages for r in COMPARED]), "compare", "report"),
+    sections=_union([r.sections for r in COMPARED]),
+    paper="; ".join(r.paper for r in COMPARED),
+)
