@@ -231,8 +231,8 @@ def test_lema_recipe_tiny_end_to_end(tmp_path, tiny_model_dir, monkeypatch):
     assert "## LEMA: error signal or one more solution?" in report and "corrected solutions alone" in report
 
     # The comparison table counts the recipe that ran here completely (lema), with what it spent.
-    assert main(["compare", str(path)]) == 0
-    rows = {r["recipe"]: r for r in read_json(run / "compare" / "compare.json")}
+    assert main(["recipe-table", str(path)]) == 0
+    rows = {r["recipe"]: r for r in read_json(run / "recipe-table" / "recipe_table.json")}
     assert set(rows) == {"lema"}
     assert set(rows["lema"]["accuracy"]) == {"lema", "lema-corrected", "lema-plain"}
     assert rows["lema"]["student_trained_tokens"] > 0 and rows["lema"]["seconds"] > 0

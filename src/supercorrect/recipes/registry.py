@@ -10,6 +10,6 @@ RECIPES: dict[str, Recipe] = {
     for r in (supercorrect.SUPERCORRECT, supercorrect.STAGE1, baselines.COT_SFT, baselines.INSTANCE_DPO)
 }
 # Issue 14 recipes: LEMA and explain-based distillation.
-from . import compare, explain, lema  # noqa: E402
+from . import compare_recipes, explain, lema  # noqa: E402
 
-RECIPES.update({r.name: r for r in (lema.LEMA, explain.EXPLAIN, compare.COMPARE)})
+RECIPES.update({r.name: r for r in (lema.LEMA, explain.EXPLAIN, compare_recipes.COMPARE)})

@@ -16,18 +16,18 @@ _MODULES = (templates, hsft, sample, correct, pairs, cross_dpo, cot_sft, instanc
 
 # Issue 14 recipes: LEMA and explain-based distillation.
 from . import (  # noqa: E402
-    compare,
     eval_solve_sft,
     lema,
     lema_corrected,
     lema_data,
     lema_plain,
     lema_sense,
+    recipe_table,
     solve_sft,
     solve_templates,
 )
 
-_MODULES += (lema_data, lema, lema_corrected, lema_plain, lema_sense, solve_templates, solve_sft, eval_solve_sft, compare)
+_MODULES += (lema_data, lema, lema_corrected, lema_plain, lema_sense, solve_templates, solve_sft, eval_solve_sft, recipe_table)
 
 
 def _build() -> dict[str, StageDef]:

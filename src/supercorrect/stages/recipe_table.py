@@ -1,4 +1,4 @@
-"""Stage `compare`: one table over every recipe run in this folder, on the same problems, student and teacher.
+"""Stage `recipe-table`: one table over every recipe run in this folder, on the same problems, student and teacher.
 
 A recipe counts as run when every one of its stages (but the report) has a manifest here. Its row gives the
 greedy accuracy (with n) of each model it trains, and what it cost as if run alone: the seconds of its stages,
@@ -17,7 +17,7 @@ from .common import StageDef
 
 
 def stage(cfg: RunConfig) -> Stage:
-    return Stage(cfg, "compare")
+    return Stage(cfg, "recipe-table")
 
 
 def _manifest(cfg: RunConfig, name: str) -> dict | None:
@@ -28,7 +28,7 @@ def _manifest(cfg: RunConfig, name: str) -> dict | None:
 
 
 def recipe_row(cfg: RunConfig, recipe: str) -> dict | None:
-    names = [s for s in RECIPES[recipe].stages if s not in ("report", "compare")]
+    names = [s for s in RECIPES[recipe].stages if s not in ("report", "recipe-table")]
     mans = {s: _manifest(cfg, s) for s in names}
     if not names or any(m is None for m in mans.values()):
         return None
@@ -77,8 +77,8 @@ def table(rows: list[dict]) -> str:
 
 def run(cfg: RunConfig) -> dict:
     st = stage(cfg).start()
-    rows = [r for name in RECIPES if name != "compare" and (r := recipe_row(cfg, name)) is not None]
-    write_json(st.dir / "compare.json", rows)
+    rows = [r for name in RECIPES if name != "compare-recipes" and (r := recipe_row(cfg, name)) is not None]
+    write_json(st.dir / "recipe_table.json", rows)
     md = (
         "## Recipes compared (same problems, student and teacher)\n\n"
         "Each recipe's cost as if run alone (shared stages counted in each); accuracy of every model it trains.\n\n"
@@ -88,5 +88,5 @@ def run(cfg: RunConfig) -> dict:
     return st.finish({"recipes": [r["recipe"] for r in rows]}, report_section=md)
 
 
-STAGE = StageDef("compare", "one table over the recipes run in this folder: accuracy, tokens, time", stage, run,
+STAGE = StageDef("recipe-table", "one table over the recipes run in this folder: accuracy, tokens, time", stage, run,
                  always=True)  # fmt: skip

@@ -1,5 +1,5 @@
-"""`compare`: SuperCorrect and the neighbouring recipes on the same training problems, student and teacher, in one
-run folder (shared stages such as templates and hsft run once), then one table (stage `compare`): accuracy of
+"""`compare-recipes`: SuperCorrect and the neighbouring recipes on the same training problems, student and teacher, in one
+run folder (shared stages such as templates and hsft run once), then one table (stage `recipe-table`): accuracy of
 every trained model, and per recipe the time and the teacher and student tokens it spent.
 
 A recipe added to the toolkit joins the comparison by adding it to `COMPARED` below.
@@ -23,9 +23,9 @@ def _union(items: list[tuple[str, ...]]) -> tuple[str, ...]:
 
 
 COMPARE = Recipe(
-    name="compare",
+    name="compare-recipes",
     summary="every recipe on the same problems, student and teacher, and one table of accuracy, tokens and time",
-    stages=(*_union([r.stages for r in COMPARED]), "compare", "report"),
+    stages=(*_union([r.stages for r in COMPARED]), "recipe-table", "report"),
     sections=_union([r.sections for r in COMPARED]),
     paper="; ".join(r.paper for r in COMPARED),
 )
