@@ -21,9 +21,7 @@ def stage(cfg: RunConfig) -> Stage:
 
 
 def _manifest(cfg: RunConfig, name: str) -> dict | None:
-    from .registry import STAGES  # the registry imports this module
-
-    path = STAGES[name].make(cfg).dir / "manifest.json"
+    path = Stage(cfg, name).manifest_path  # every stage's folder is <run_dir>/<stage name>
     return read_json(path) if path.exists() else None
 
 
