@@ -14,6 +14,8 @@ NAMES = (
     "correction_plain",  # student: the same without the reference solution
     "step_verify",  # teacher, ELAD CLAER variant: verify one step at a time
     "inspector",  # second checker: repair a teacher trace whose answer is wrong
+    "claer_continue",  # teacher, ELAD CLAER: the correct continuation from the first wrong step
+    "reer_draft",  # student, REER: the draft thinking trajectory z
 )
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from . import baselines, supercorrect
+from . import baselines, elad, reer, supercorrect  # recipes_b: ELAD, REER
 from .base import Recipe
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in (supercorrect.SUPERCORRECT, supercorrect.STAGE1, baselines.COT_SFT, baselines.INSTANCE_DPO)
+    + (elad.ELAD, reer.REER)  # recipes_b
 }
