@@ -70,14 +70,19 @@ def run(cfg: RunConfig) -> dict:
                      f"{a['rationales_kept']} | {acc} |")  # fmt: skip
     base_acc = "; ".join(f"{s}: {100 * v['accuracy']:.1f}% (n={v['n']})" for s, v in base.items()
                          if v.get("accuracy") is not None) or "-"  # fmt: skip
+    saved = arms["egss"]["teacher_tokens_saved_est"]
+    # Cost alone: selection pays for its sampling once a teacher token costs more than this many student tokens.
+    break_even = round((inter + intra) / saved, 3) if saved else None
     lines += ["", f"Base student (no SFT): {base_acc}.", "",
-              f"EGSS saves an estimated {arms['egss']['teacher_tokens_saved_est']} teacher tokens against "
-              f"annotating the whole pool, for {inter + intra} student tokens of selection sampling "
-              f"({inter} inter, {intra} intra).", ""]  # fmt: skip
+              f"EGSS saves an estimated {saved} teacher tokens against annotating the whole pool, for "
+              f"{inter + intra} student tokens of selection sampling ({inter} inter, {intra} intra): on cost alone "
+              f"the selection pays for its sampling when one teacher token costs more than {break_even} student "
+              "tokens; whether it also buys accuracy is the table's last column (EGSS vs random at equal compute).",
+              ""]  # fmt: skip
     atomic_write_text(st.dir / "elad.md", "\n".join(lines) + "\n")
-    write_json(st.dir / "summary.json", {"arms": arms, "base": base, "cost": cost})
+    write_json(st.dir / "summary.json", {"arms": arms, "base": base, "cost": cost, "break_even_weight": break_even})
     print("\n".join(lines))
-    return st.finish({"arms": len(arms)}, arms=arms)
+    return st.finish({"arms": len(arms)}, arms=arms, break_even_weight=break_even)
 
 
 STAGE = StageDef("elad-report", "ELAD: selection cost vs accuracy per arm, at equal total compute", stage, run,
