@@ -281,14 +281,22 @@ def test_reer_end_to_end_tiny_and_resume(tmp_path, tiny_model_dir):
     (run / "reer-search" / "state.json").write_text(__import__("json").dumps(state))
     assert main(["reer-search", str(path)]) == 0
     assert (run / "reer-search" / "step0.shard.jsonl").stat().st_mtime == m0
-    # Rejecting leaky trajectories with threshold 0 leaves nothing to train on: a one-line error.
-    bad = load_config(path, {"reer.reject_leaky": True, "reer.leak_threshold": 0.0})
-    flagged = sum(t["high"]["rouge_l"] > 0 for t in traj)
-    if flagged == len(traj):
-        from supercorrect.pipeline import run_pipeline
+    # reject_leaky with threshold 0 flags every trajectory sharing a token sequence with y and drops it from the SFT
+    # data (or, if every one is flagged, the SFT stage stops with a one-line error).
+    from supercorrect.pipeline import run_pipeline
 
+    strict = load_config(path, {"reer.reject_leaky": True, "reer.leak_threshold": 0.0})
+    run_pipeline(strict, only=["reer-search"])
+    new = read_jsonl(run / "reer-search" / "trajectories.jsonl")
+    flagged = sum(t["high"]["flagged"] for t in new)
+    assert flagged == sum(t["high"]["rouge_l"] > 0 for t in new)
+    if flagged == len(new):
         with pytest.raises(UserError, match="flagged as leaky"):
-            run_pipeline(bad, only=["reer-search", "reer-sft-high"])
+            run_pipeline(strict, only=["reer-sft-high"])
+    else:
+        run_pipeline(strict, only=["reer-sft-high"])
+        counts = read_json(run / "reer-sft-high" / "manifest.json")["counts"]
+        assert counts["rejected_leaky"] == flagged and counts["examples"] == len(new) - flagged
 
 
 def test_recipe_configs_name_recipe_and_command():
