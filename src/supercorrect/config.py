@@ -179,6 +179,47 @@ class LemaConfig(Section):
     continue_max_tokens: int = Field(512, ge=1)  # LLM teacher: longest continuation from the corrected step
 
 
+class ELADConfig(Section):
+    """The `elad:` block: which problems the teacher annotates (EGSS) and how (CLAER)."""
+
+    data: str = "train"  # the candidate pool (an entry of `data`)
+    k: int = Field(4, ge=2)  # student samples per problem (inter-path uncertainty)
+    temperature: float = Field(0.8, gt=0)
+    max_new_tokens: int | None = None  # default: generation.max_new_tokens
+    intra_paths: int = Field(1, ge=1)  # sampled paths per problem whose steps are removed one at a time
+    intra_max_new_tokens: int = Field(96, ge=1)  # the student finishing a path with one step removed
+    budget_share: float | None = Field(0.25, gt=0, le=1)  # the teacher annotates this share of the pool...
+    budget_count: int | None = Field(None, ge=1)  # ...or this many problems (wins over the share)
+    # One teacher token costs this many student tokens, for "equal total compute" (1.0: a token is a token).
+    teacher_token_weight: float = Field(1.0, gt=0)
+    baselines: list[Literal["entropy", "random"]] = Field(default_factory=lambda: ["entropy", "random"])
+
+
+class REERConfig(Section):
+    """The `reer:` block: the trajectory search and the SFT data built from it."""
+
+    data: str = "train"  # the (problem, known good solution) pairs
+    draft_max_new_tokens: int = Field(96, ge=1)  # the student's own draft z
+    draft_temperature: float = Field(0.7, ge=0)
+    max_segments: int = Field(4, ge=1)  # z is refined sentence by sentence, at most this many segments
+    candidates: int = Field(4, ge=1)  # rewrites proposed per segment and step
+    candidate_temperature: float = Field(1.0, gt=0)
+    segment_max_new_tokens: int = Field(40, ge=1)
+    low_steps: int = Field(2, ge=1)  # the two search budgets (steps) trained and compared with the draft
+    high_steps: int = Field(6, ge=1)
+    threshold: float | None = Field(None, le=0)  # stop a problem's search once its score reaches this
+    score_batch_size: int = Field(16, ge=1)
+    leak_threshold: float = Field(0.5, ge=0, le=1)  # ROUGE-L(z, y) above this flags a trajectory as leaky
+    leak_ngram: int = Field(3, ge=1)
+    reject_leaky: bool = False  # drop flagged trajectories from the SFT data
+
+    @model_validator(mode="after")
+    def _budgets(self) -> REERConfig:
+        if self.high_steps <= self.low_steps:
+            raise ValueError(f"high_steps ({self.high_steps}) must be larger than low_steps ({self.low_steps})")
+        return self
+
+
 class RunConfig(Section):
     name: str
     seed: int = 0
@@ -200,7 +241,9 @@ class RunConfig(Section):
     correct: CorrectConfig = CorrectConfig()
     cross_dpo: CrossDPOConfig = CrossDPOConfig()  # trainers/dpo_config.py
     stats: StatsConfig = StatsConfig()
-    lema: LemaConfig = LemaConfig()  # issue 14: recipe lema
+    lema: LemaConfig = LemaConfig()  # recipe lema
+    elad: ELADConfig = ELADConfig()  # recipe elad
+    reer: REERConfig = REERConfig()  # recipe reer
 
     # Where the config file lives: relative data paths resolve against it. Not part of the YAML.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

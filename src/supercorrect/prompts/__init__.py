@@ -18,6 +18,8 @@ NAMES = (
     "lema_triplet",  # LEMA: student input of a correction triplet (the LEMA correction prompt's instruction)
     "lema_continue",  # LEMA, LLM teacher: continue a solution from its corrected step to the answer
     "teacher_solve",  # explain-based distillation, solve-based variant: template_extraction without the solution
+    "claer_continue",  # teacher, ELAD CLAER: the correct continuation from the first wrong step
+    "reer_draft",  # student, REER: the draft thinking trajectory z
 )
 
 

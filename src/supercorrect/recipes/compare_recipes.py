@@ -8,11 +8,13 @@ A recipe added to the toolkit joins the comparison by adding it to `COMPARED` be
 from __future__ import annotations
 
 from .base import Recipe
+from .elad import ELAD
 from .explain import EXPLAIN
 from .lema import LEMA
+from .reer import REER
 from .supercorrect import SUPERCORRECT
 
-COMPARED = (SUPERCORRECT, LEMA, EXPLAIN)
+COMPARED = (SUPERCORRECT, ELAD, LEMA, REER, EXPLAIN)
 
 
 def _union(items: list[tuple[str, ...]]) -> tuple[str, ...]:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from . import baselines, supercorrect
+from . import baselines, compare_recipes, elad, explain, lema, reer, supercorrect
 from .base import Recipe
 
 RECIPES: dict[str, Recipe] = {
     r.name: r
-    for r in (supercorrect.SUPERCORRECT, supercorrect.STAGE1, baselines.COT_SFT, baselines.INSTANCE_DPO)
+    for r in (
+        supercorrect.SUPERCORRECT,
+        supercorrect.STAGE1,
+        baselines.COT_SFT,
+        baselines.INSTANCE_DPO,
+        elad.ELAD,
+        lema.LEMA,
+        reer.REER,
+        explain.EXPLAIN,
+        compare_recipes.COMPARE,
+    )
 }
-# Issue 14 recipes: LEMA and explain-based distillation.
-from . import compare_recipes, explain, lema  # noqa: E402
-
-RECIPES.update({r.name: r for r in (lema.LEMA, explain.EXPLAIN, compare_recipes.COMPARE)})

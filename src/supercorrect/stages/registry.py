@@ -8,34 +8,57 @@ what order, is its recipe's business (`recipes/`).
 from __future__ import annotations
 
 from .. import report
-from . import correct, cot_sft, cross_dpo, hsft, instance_dpo, pairs, sample, templates
-from . import evaluate as ev
-from .common import StageDef
-
-_MODULES = (templates, hsft, sample, correct, pairs, cross_dpo, cot_sft, instance_dpo)
-
-# Issue 14 recipes: LEMA and explain-based distillation.
-from . import (  # noqa: E402
+from . import (
+    correct,
+    cot_sft,
+    cross_dpo,
+    elad_report,
+    elad_revise,
+    elad_select,
+    elad_sft,
     eval_solve_sft,
+    hsft,
+    instance_dpo,
     lema,
     lema_corrected,
     lema_data,
     lema_plain,
     lema_sense,
+    pairs,
     recipe_table,
+    reer_report,
+    reer_search,
+    reer_sft,
+    sample,
     solve_sft,
     solve_templates,
+    templates,
 )
+from . import evaluate as ev
+from .common import StageDef
 
-_MODULES += (lema_data, lema, lema_corrected, lema_plain, lema_sense, solve_templates, solve_sft, eval_solve_sft, recipe_table)
+# One entry per stage (a module's STAGE, or its STAGES when it declares one per arm), in listing order.
+_DEFS: tuple[StageDef, ...] = (
+    # SuperCorrect and its ablation baselines
+    templates.STAGE, hsft.STAGE, sample.STAGE, correct.STAGE, pairs.STAGE, cross_dpo.STAGE, cot_sft.STAGE,
+    instance_dpo.STAGE,
+    # ELAD
+    elad_select.STAGE, elad_revise.STAGE, *elad_sft.STAGES, elad_report.STAGE,
+    # LEMA
+    lema_data.STAGE, lema.STAGE, lema_corrected.STAGE, lema_plain.STAGE, lema_sense.STAGE,
+    # REER
+    reer_search.STAGE, *reer_sft.STAGES, reer_report.STAGE,
+    # explain-based distillation (the grounded arm is `templates`), and the recipes' side-by-side table
+    solve_templates.STAGE, solve_sft.STAGE, eval_solve_sft.STAGE, recipe_table.STAGE,
+)  # fmt: skip
 
 
 def _build() -> dict[str, StageDef]:
     defs = [ev.stage_def("base"), ev.stage_def("base", "cot")]
-    for module in _MODULES:
-        defs.append(module.STAGE)
-        if module.STAGE.trains:
-            defs.append(ev.stage_def(module.STAGE.name))
+    for d in _DEFS:
+        defs.append(d)
+        if d.trains:  # a stage that trains a model gets its eval-<name> stage right after it
+            defs.append(ev.stage_def(d.name))
     defs.append(report.STAGE)
     return {d.name: d for d in defs}
 
