@@ -77,7 +77,7 @@ def prepare(tmp: Path) -> dict[str, list[str]]:
     ]  # fmt: skip
     for name, rows in (("sft.jsonl", sft), ("pairs.jsonl", pairs)):
         (tmp / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    common = ["--learning-rate", "1e-3", "--warmup-ratio", "0"]
+    common = ["--learning-rate", "1e-3", "--warmup-ratio", "0", "--bf16", "false"]  # parity in fp32
     dpo = ["-m", "supercorrect.trainers.dpo", "--pairs", str(tmp / "pairs.jsonl"), "--model", str(tmp / "policy"),
            "--ref-model", str(tmp / "ref"), "--max-steps", "2", "--no-resume", *common]  # fmt: skip
     return {
