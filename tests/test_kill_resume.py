@@ -691,7 +691,7 @@ def test_kill_during_training_and_evaluation(
     first, second = killed_pipeline_run(
         tmp_path,
         tiny_model_dir,
-        lambda r: [aim_training(r, "hsft", 2), aim_stage(r, "eval-hsft", 0.5)],
+        lambda r: [aim_training(r, "hsft", 2), aim_stage(r, "eval-hsft", 0.1)],  # eval is quick since the decode engine
         lambda r: [aim_training(r, "cross-dpo", 2)],
         after_kill,
     )
