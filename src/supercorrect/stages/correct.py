@@ -34,6 +34,16 @@ def stage(cfg: RunConfig) -> Stage:
     return Stage(cfg, "correct", sections=("teacher", "correct", "generation"), inputs=("sample",))
 
 
+def unusable_reason(row: dict) -> str | None:
+    """Why a row of corrections.jsonl cannot teach anything downstream (Cross-DPO pairs, LEMA triplets): the
+    teacher located no wrong step, or its corrected answer does not verify. None when the row is usable."""
+    if row["k"] is None:
+        return "not_located"
+    if not row["teacher_answer_correct"]:
+        return "teacher_answer_wrong"
+    return None
+
+
 def student_turn(tokenizer, question: str, steps: list[str], k: int) -> str:
     """The student's prompt for its own analysis of step k: plain correction prompt, turn pre-filled."""
     head = chat_prompt(tokenizer, prompts.render("correction_plain", problem=question, steps=format_steps(steps)))

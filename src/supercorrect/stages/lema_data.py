@@ -41,6 +41,7 @@ from ..teachers import make_teacher
 from ..teachers.reference import locate_first_error, step_text
 from . import Stage, teacher_check
 from .common import StageDef, model_path
+from .correct import unusable_reason
 from .cot_sft import cot_solution
 
 _ANSWER_LINE = re.compile(r"\bthe (?:final )?answer is\b", re.I)
@@ -187,11 +188,8 @@ def run(cfg: RunConfig) -> dict:
     reasons: Counter[str] = Counter()
     cands = []
     for r in corrections:
-        if r["k"] is None:
-            reasons["not_located"] += 1
-            continue
-        if not r["teacher_answer_correct"]:
-            reasons["teacher_answer_wrong"] += 1
+        if why := unusable_reason(r):
+            reasons[why] += 1
             continue
         k = r["k"]
         steps = xmlformat.parse(r["teacher_trace"]).steps

@@ -18,6 +18,7 @@ from ..models import chat_prompt, load_tokenizer
 from ..pair_builder import build_pair
 from . import Stage
 from .common import StageDef, model_path
+from .correct import unusable_reason
 
 
 def stage(cfg: RunConfig) -> Stage:
@@ -33,11 +34,8 @@ def run(cfg: RunConfig) -> dict:
     problems = {p.id: p for p in load_problems(cfg.data[cfg.sample.data], cfg.base_dir)}
     pairs, reasons = [], Counter()
     for r in rows:
-        if r["k"] is None:
-            reasons["not_located"] += 1
-            continue
-        if not r["teacher_answer_correct"]:
-            reasons["teacher_answer_wrong"] += 1
+        if why := unusable_reason(r):
+            reasons[why] += 1
             continue
         head = chat_prompt(tok, prompts.render("ht", problem=problems[r["id"]].question))
         pair, why = build_pair(
