@@ -187,7 +187,10 @@ PIECES = st.sampled_from(["16", "3", "4", "9", "2", "18", "0", "-", "+", " * ", 
 def test_locator_never_raises_and_stays_in_range(steps, answer):
     v = locate_first_error(EGGS, steps, answer)
     assert v.reason in REASONS
-    assert v.index is None or 1 <= v.index <= max(len(steps), 1)
+    # a missing step after the last one (correct.missing_step own_k) is one past it
+    assert v.index is None or 1 <= v.index <= max(len(steps), 1) + (v.reason == "missing_step")
+    last = locate_first_error(EGGS, steps, answer, missing_step="last_step")
+    assert last.reason != "missing_step" and (last.index is None or 1 <= last.index <= max(len(steps), 1))
     assert (v.index is None) == (v.reason == "no_error")
 
 

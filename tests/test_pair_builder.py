@@ -94,8 +94,13 @@ def test_build_pair_properties(student: str, teacher: str, own_step: str) -> Non
     assert pair.prompt.startswith(CHAT_PREFIX)
     prefix = pair.prompt[len(CHAT_PREFIX) :]
     assert student.startswith(prefix)
-    assert prefix == xmlformat.prefix_before_step(student, k)
-    assert xmlformat._TAG.match(student, len(prefix)), "the prefix ends right before a step's opening tag"
+    n = len(xmlformat.parse(student).steps)
+    if k <= n:
+        assert prefix == xmlformat.prefix_before_step(student, k)
+        assert xmlformat._TAG.match(student, len(prefix)), "the prefix ends right before a step's opening tag"
+    else:  # a missing step after the last one: the prefix holds every step (correct.missing_step own_k)
+        assert k == n + 1 and len(xmlformat.parse(prefix).steps) == n
+        assert not student[len(prefix) :][:1].isspace(), "the prefix takes the whitespace after the last step"
     # chosen and rejected are one step each, and end no turn
     assert pair.chosen.startswith(f"<Step{k}>") and pair.chosen.endswith(f"</Step{k}>")
     assert pair.rejected.lower().startswith(f"<step{k}>") and pair.rejected.lower().endswith(f"</step{k}>")

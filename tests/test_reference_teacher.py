@@ -177,7 +177,11 @@ def test_untrusted_inputs_never_crash():
              "Step 1: 4 * 12 = 48\nStep 2: 48 / 2 = 24\nStep 3: 24 - 5 = 19\nThe answer is 19"]  # fmt: skip
     outs = t.corrections([CorrectionRequest(PENCILS, c) for c in cases], mode="stepwise")
     got = [_first_error(o.text) for o in outs]
-    assert got[:3] == [1, 1, 1] and got[4] == 1  # empty, wrong tag-less, truncated, junk
+    # empty, wrong tag-less, truncated, junk; the truncated "4 * 12 = 48" is right but stops: its missing step is 2
+    # (correct.missing_step own_k, the default), the last written step with last_step
+    assert got[:3] == [1, 1, 2] and got[4] == 1
+    last = ReferenceTeacher(missing_step="last_step").corrections([CorrectionRequest(PENCILS, cases[2])])[0]
+    assert _first_error(last.text) == 1
     assert got[3] is None  # no steps but the right answer: nothing to correct
     assert got[5] is None  # tag-less but correct: one step per line
     # steps given by the caller win over the raw text; tags inside a body are removed

@@ -157,6 +157,27 @@ class CorrectConfig(Section):
     mode: Literal["single_pass", "stepwise"] = "single_pass"  # paper's one pass, or ELAD's CLAER step by step
     inspector_rounds: int = Field(0, ge=0, le=3)  # re-ask the teacher when its trace's answer is wrong
     student_max_new_tokens: int = Field(160, ge=1)  # the student's own analysis of step k
+    # Every written step checks out but the answer is wrong and a reference value was never computed (rule-based
+    # teacher): own_k blames the missing step at its own position (one past the last step when the student stopped
+    # early; its pair then adds the step instead of replacing a right one); last_step blames the last written step
+    # (before this key existed). With own_k a trace flagging step len(steps)+1 is also kept for LLM teachers.
+    missing_step: Literal["own_k", "last_step"] = "own_k"
+
+
+class PairsConfig(Section):
+    """The `pairs:` block: what one Cross-DPO pair is made of (stage `pairs`, `pair_builder.py`). The paper's pairs
+    are the defaults: the HT context and the teacher's cause + correction as chosen. `both` builds one pair per
+    option for every correction row (ids then carry a suffix naming the non-default parts, e.g. `@correction`)."""
+
+    # The prompt the pair continues. ht: the HT prompt + the student's steps 1..k-1 as it wrote them (the paper).
+    # correction: the context the student sees when it self-corrects: the plain correction prompt with its
+    # solution, its turn pre-filled with steps 1..k-1 marked correct (stages.correct.correction_context).
+    context: Literal["ht", "correction", "both"] = "ht"
+    # The completions. cause_correction: chosen = the teacher's <Cause>+<Correction> block of step k, rejected =
+    # the student's own analysis of step k (the paper). student_form: chosen = the corrected step k in the
+    # student's own words (the rule-based teacher's step_fix for an arithmetic error, else the <Correction>
+    # text), rejected = the student's step k as it wrote it, so that they differ only where the error is.
+    chosen: Literal["cause_correction", "student_form", "both"] = "cause_correction"
 
 
 class StatsConfig(Section):
@@ -239,6 +260,7 @@ class RunConfig(Section):
     grading: GradingConfig = GradingConfig()
     sample: SampleConfig = SampleConfig()
     correct: CorrectConfig = CorrectConfig()
+    pairs: PairsConfig = PairsConfig()  # what a Cross-DPO pair is made of
     cross_dpo: CrossDPOConfig = CrossDPOConfig()  # trainers/dpo_config.py
     stats: StatsConfig = StatsConfig()
     lema: LemaConfig = LemaConfig()  # recipe lema

@@ -310,6 +310,29 @@ def prefix_before_step(text: str, index: int) -> str | None:
     return text[: steps[index - 1].start]
 
 
+_TOP_CLOSE = re.compile(r"<\s{0,3}/\s{0,3}(?:answer|generalized)\s{0,3}>", re.IGNORECASE)
+
+
+def split_at_step(text: str, index: int) -> tuple[str, str] | None:
+    """The text cut where the step at 1-based position `index` begins: (everything before it, what the writer
+    wrote there). For a step of the text: (`prefix_before_step`, that step's block exactly as written, tags and
+    sub-blocks included). For index len(steps) + 1, a step the text is missing: (the text through its last step
+    and the whitespace after it, the next block as written: up to the first `</Answer>` or `</Generalized>`, else
+    the rest; "" when nothing follows). None otherwise. Linear time; never raises."""
+    if not isinstance(text, str) or not isinstance(index, int):
+        return None
+    steps = parse(text).steps
+    if 1 <= index <= len(steps):
+        step = steps[index - 1]
+        return text[: step.start], text[step.start : step.end]
+    if not steps or index != len(steps) + 1:
+        return None
+    end = steps[-1].end
+    cut = end + len(text[end:]) - len(text[end:].lstrip())
+    close = _TOP_CLOSE.search(text, cut)
+    return text[:cut], text[cut : close.end() if close else len(text)].rstrip()
+
+
 def render_solution(steps: list[str], answer: str, generalized: str | None = None,
                     keys: dict[int, str] | None = None) -> str:  # fmt: skip
     """A hierarchical solution; `keys` maps a 1-based step number to its <Key> text."""

@@ -6,6 +6,7 @@ verification with `correct.mode: stepwise`) or the rule-based reference teacher.
 whose final answer does not verify is sent back, at most `correct.inspector_rounds` rounds.
 Student: the plain correction prompt (no reference solution), its turn pre-filled with its own steps 1..k-1
 marked correct and the opening `<Stepk>` tag, so what it writes is its analysis of step k (stops at `</Stepk>`).
+With `correct.missing_step: own_k` (default) a step missing after the student's last one is k = len(steps) + 1.
 Writes `corrections.jsonl`, one row per wrong solution (`teacher_error` says why a teacher request failed;
 `locator_reason` why the teacher blamed step k, a code of `teachers.reference.REASONS` for the rule-based one),
 and the manifest with how the teacher requests ended (`counts.teacher`, failures by kind). Only then may
@@ -44,11 +45,18 @@ def unusable_reason(row: dict) -> str | None:
     return None
 
 
-def student_turn(tokenizer, question: str, steps: list[str], k: int) -> str:
-    """The student's prompt for its own analysis of step k: plain correction prompt, turn pre-filled."""
+def correction_context(tokenizer, question: str, steps: list[str], k: int) -> str:
+    """What the student sees when it self-corrects, up to just before `<Stepk>`: the chat-templated plain
+    correction prompt with its solution, its turn pre-filled with steps 1..k-1 marked correct. The one home of
+    that context: the student's own analysis of step k continues it (`student_turn`), and so do the Cross-DPO
+    pairs with `pairs.context: correction`. k may be len(steps) + 1 (a missing step: every step marked correct)."""
     head = chat_prompt(tokenizer, prompts.render("correction_plain", problem=question, steps=format_steps(steps)))
-    checked = xmlformat.render_correction(steps[: k - 1], None, None, None, "").split("<Answer>")[0]
-    return head + checked + f"<Step{k}>\n"
+    return head + xmlformat.render_correction(steps[: k - 1], None, None, None, "").split("<Answer>")[0]
+
+
+def student_turn(tokenizer, question: str, steps: list[str], k: int) -> str:
+    """The student's prompt for its own analysis of step k: `correction_context` and the opening `<Stepk>`."""
+    return correction_context(tokenizer, question, steps, k) + f"<Step{k}>\n"
 
 
 def run(cfg: RunConfig) -> dict:
@@ -86,13 +94,14 @@ def run(cfg: RunConfig) -> dict:
             reasons["teacher_failed"] += 1
         elif k is None:
             reasons["teacher_found_no_error"] += 1
-        elif k > len(req.steps):
-            reasons["step_out_of_range"] += 1
+        elif k > len(req.steps) + (cfg.correct.missing_step == "own_k" and bool(req.steps)):
+            reasons["step_out_of_range"] += 1  # own_k keeps step len+1: a step missing after the last one
             k = None
         rows.append(
             {
                 "key": w["key"], "id": w["id"], "student_solution": w["text"], "student_steps": req.steps,
                 "teacher_trace": t.text, "teacher_error": t.error, "k": k, "locator_reason": t.reason,
+                "teacher_step_fix": getattr(t, "step_fix", None),  # rule-based: step k in the student's words, fixed
                 "teacher_answer_correct": why is None, "teacher_check": why, "inspector_rounds": n_rounds,
             }
         )

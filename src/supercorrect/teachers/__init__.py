@@ -54,7 +54,8 @@ def make_teacher(cfg, run_dir: Path) -> Teacher:
     if t.kind == "reference":
         from .reference import ReferenceTeacher
 
-        return ReferenceTeacher(mark_text=False)  # describe() and the report say it is rule-based
+        # describe() and the report say it is rule-based
+        return ReferenceTeacher(mark_text=False, missing_step=cfg.correct.missing_step)
     from ..errors import UserError
     from .llm import LLMTeacher
 

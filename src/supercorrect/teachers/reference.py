@@ -36,11 +36,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Literal
 
 from ..arith import ArithError, Equation, evaluate, find_equations, format_number, numbers_in, parse_number
 from ..grading import extract_answer, extract_boxed
 from ..schema import Problem, RefStep
-from ..xmlformat import parse, render_correction, render_solution, step_texts
+from ..xmlformat import parse, render_correction, render_solution, split_at_step, step_texts
 from .base import CorrectionMode, CorrectionRequest, Teacher, TeacherOutput
 
 RULE_BASED_NOTE = (
@@ -50,6 +51,7 @@ RULE_BASED_NOTE = (
     "(synthetic problems, GSM8K calculator annotations). single_pass and stepwise give the same result."
 )
 CAUSE_PREFIX = "Rule-based check: "
+MissingStep = Literal["own_k", "last_step"]  # config `correct.missing_step`
 TEMPLATE_SUFFIX = " (Rule-based template written from the reference steps.)"
 
 # Constants a correct step may state without deriving them (units, "half", percentages).
@@ -458,9 +460,13 @@ REASONS: dict[str, str] = {
     "known nor computed",
     "final_answer_only": "every step checks out, but the final answer is wrong: the step where the wrong final value "
     "comes from is blamed (see _origin), else the last step",
+    "missing_step": "every step checks out, the final answer is wrong and a reference value was never computed "
+    "(`missing_step='own_k'`): the missing step is blamed at its own position, right after the student's last step "
+    "that computed something new (one past its last step when it simply stopped)",
     "no_error": "every checkable step is consistent and the final answer is right",
 }
-_KIND = {"arithmetic_error": "arithmetic", "final_answer_only": "final_answer", "no_error": None}
+_KIND = {"arithmetic_error": "arithmetic", "final_answer_only": "final_answer", "missing_step": "final_answer",
+         "no_error": None}
 
 
 @dataclass
@@ -468,11 +474,14 @@ class Verdict:
     """Where the student's first error is (1-based; None: no error found) and why: `reason` is a code of
     REASONS, `cause` the human text."""
 
-    index: int | None
+    index: int | None  # len(steps) + 1 for a missing step after the student's last one
     kind: str | None  # "arithmetic" | "value" | "final_answer" | None
     cause: str | None = None
     correction: str | None = None
     reason: str = "no_error"
+    # arithmetic_error only, when the right value is on the reference's route: the false equation's left side and
+    # its result as written, and the right result written the same way (see `fix_result`)
+    fix: tuple[str, str, str] | None = None
 
 
 @dataclass
@@ -486,8 +495,17 @@ class _Soft:
     correction: str
 
 
-def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -> Verdict:
-    """Check the student's steps in order against the reference; see the module docstring for the rules."""
+def locate_first_error(
+    problem: Problem, steps: list[str], answer: str | None, missing_step: MissingStep = "own_k"
+) -> Verdict:
+    """Check the student's steps in order against the reference; see the module docstring for the rules.
+
+    `missing_step` (config `correct.missing_step`): when every step checks out but the final answer is wrong and
+    a reference value was never computed, `own_k` blames the missing step at its own position (reason
+    `missing_step`): right after the last step that computed something new, i.e. len(steps) + 1 when the student
+    simply stopped, or the first step that only restates an earlier value ("So the answer is 37.") where the
+    student jumped to its answer. `last_step` blames the last written step, as before the knob existed (a pair
+    built on it replaces a correct step by the next one: it teaches skipping a step)."""
     known = _known(problem)
     ref_values = {v for _, v in known.ref}
     produced: set[Fraction] = set()
@@ -497,6 +515,8 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
     pool = known.given - _CONSTANTS
     soft: list[_Soft] = []
     results: list[tuple[int, Fraction, bool]] = []  # (step, result, computed) in order
+    seen: set[Fraction] = set()  # the results so far
+    progress = 0  # the last step whose result was new (not given, not an earlier result): where a gap would start
 
     def correction() -> tuple[str, str]:
         """The first reference step not yet produced, as text, and its equation."""
@@ -521,13 +541,21 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
             cause = f"Step {i} computes {lhs} as {bad.rhs.strip()}, but {lhs} = {format_number(bad.lhs_value)}."
             if soft:  # real solutions (the embedded student's dev set): the off-route step before is the error
                 return verdict(soft[0].index, soft[0].reason, soft[0].cause, soft[0].correction)
-            return verdict(i, "arithmetic_error", cause)
+            found = verdict(i, "arithmetic_error", cause)
+            right = abs(bad.lhs_value)
+            first = _NUMBER.search(bad.rhs)
+            if first is not None and _matches(right, format_number(right), known.derived):
+                found.fix = (lhs, first.group(0), _written_like(bad.lhs_value, first.group(0)))
+            return found
         computed = [e for e in eqs if e.lhs_value is not None and e.rhs_value is not None]
         result = _result(body, eqs) if eqs or not algebra else None
         if result is None:
             continue
         x, written = result
         operands = [abs(n) for e in computed for n in numbers_in(e.lhs)]
+        if abs(x) not in known.given and abs(x) not in seen:
+            progress = i
+        seen.add(abs(x))
         results.append((i, abs(x), bool(computed)))
         unknown = [n for n in operands if n not in usable]
         fix, equation = correction()
@@ -575,6 +603,11 @@ def locate_first_error(problem: Problem, steps: list[str], answer: str | None) -
     origin = _origin(results, _answer_value(answer))
     if origin is not None and origin < len(steps):
         return verdict(origin, "final_answer_only", cause + f" The wrong value first appears in step {origin}.")
+    if missing_step == "own_k" and steps and any(v not in produced for _, v in known.ref):
+        k = progress + 1
+        _, equation = correction()
+        where = "after its last step" if k > len(steps) else f"where step {k} only restates an earlier value"
+        return verdict(k, "missing_step", cause + f" A step is missing {where}: it should find {equation}.")
     return verdict(max(len(steps), 1), "final_answer_only", cause)
 
 
@@ -594,7 +627,49 @@ def _origin(results: list[tuple[int, Fraction, bool]], got: Fraction | None) -> 
     return None
 
 
+def _written_like(value: Fraction, written: str) -> str:
+    """`value` written like the number `written`: as many decimals ("25.00" -> "24.00") and thousands commas
+    ("1,250" -> "1,240") where the value allows, else `format_number`."""
+    places = _decimals(written)
+    if (value * 10**places).denominator != 1:
+        return format_number(value)
+    scaled = abs(value * 10**places).numerator
+    whole, frac = divmod(scaled, 10**places)
+    text = (f"{whole:,}" if "," in written else str(whole)) + (f".{frac:0{places}d}" if places else "")
+    return ("-" if value < 0 else "") + text
+
+
+def fix_result(text: str, fix: tuple[str, str, str]) -> str | None:
+    """`text` (a step as the student wrote it) with the result of its false equation replaced by the right one,
+    and the same number written later in the step (the wrong result carried on) too; None when the equation is
+    not found or the step still states a false equation afterwards (the error is not just that number).
+
+    fix = (left side, wrong result, right result) from `Verdict.fix`. Linear in the text: one search for the
+    left side, one for the result after it, one pass over later numbers, one `find_equations` check."""
+    lhs, wrong, right = fix
+    at = text.find(lhs)
+    if at < 0 or not wrong:
+        return None
+    m = re.compile(r"[ \t]{0,3}(?:=|≈)[ \t]{0,3}[$\\]{0,2}[ \t]{0,3}").match(text, at + len(lhs))
+    if m is None or not text.startswith(wrong, m.end()):
+        return None
+    start = m.end()
+    tail = re.sub(rf"(?<![\d.,]){re.escape(wrong)}(?![\d]|[.,]\d)", right, text[start + len(wrong) :])
+    fixed = text[:start] + right + tail
+    if any(e.ok is False for e in find_equations(_TAGLIKE.sub(" ", fixed)) if not e.algebra):
+        return None
+    return fixed
+
+
 # ----------------------------------------------------------------------------------------------- teacher
+
+
+@dataclass
+class ReferenceOutput(TeacherOutput):
+    """A rule-based correction: also the student's step k in its own words, fixed (`step_fix`, arithmetic errors
+    only): what pairs with `chosen: student_form` prefer, so that chosen and rejected differ only at the error."""
+
+    step_fix: str | None = None
 
 
 class ReferenceTeacher(Teacher):
@@ -602,19 +677,21 @@ class ReferenceTeacher(Teacher):
 
     `mark_text=True` (default) makes the text it writes say that it is rule-based: every <Cause> starts with
     "Rule-based check: " and every <Generalized> ends with a note. Set it False to keep training text free of
-    the label (describe() and usage() always say so)."""
+    the label (describe() and usage() always say so). `missing_step`: see `locate_first_error`."""
 
     name = "reference (rule-based)"
     rule_based = True
 
-    def __init__(self, mark_text: bool = True) -> None:
+    def __init__(self, mark_text: bool = True, missing_step: MissingStep = "own_k") -> None:
         self.mark_text = mark_text
+        self.missing_step = missing_step
         self._templates = 0
         self._corrections = 0
         self._not_checkable = 0
 
     def describe(self) -> dict:
-        return {**super().describe(), "note": RULE_BASED_NOTE, "mark_text": self.mark_text}
+        return {**super().describe(), "note": RULE_BASED_NOTE, "mark_text": self.mark_text,
+                "missing_step": self.missing_step}  # fmt: skip
 
     def usage(self) -> dict:
         return {
@@ -643,36 +720,44 @@ class ReferenceTeacher(Teacher):
     def templates(self, problems: list[Problem]) -> list[TeacherOutput]:
         return [self.template(p) for p in problems]
 
-    @staticmethod
-    def locate(request: CorrectionRequest) -> tuple[Verdict, list[str]]:
+    def locate(self, request: CorrectionRequest) -> tuple[Verdict, list[str]]:
         """The verdict on a request's solution (its first wrong step and why) and the steps it checked."""
         raw = request.student_solution if isinstance(request.student_solution, str) else ""
         steps = list(request.steps) or step_texts(parse(raw))
         if not steps:  # tag-less output: one step per non-empty line
             steps = [line.strip() for line in raw.splitlines() if line.strip()]
         steps = [_TAGLIKE.sub(" ", s).strip() for s in steps]
-        return locate_first_error(request.problem, steps, student_answer(raw, steps)), steps
+        return locate_first_error(request.problem, steps, student_answer(raw, steps), self.missing_step), steps
 
-    def correction(self, request: CorrectionRequest) -> TeacherOutput:
+    def correction(self, request: CorrectionRequest) -> ReferenceOutput:
         """One correction trace: the student's first wrong step with a cause and the reference correction;
-        `reason` is the verdict's code (see REASONS)."""
+        `reason` is the verdict's code (see REASONS). A missing step after the last one is the trace's step
+        len(steps) + 1, every written step evaluated correct before it. For an arithmetic error, `step_fix` is
+        the student's step k as it wrote it (tags and all) with the wrong result replaced by the right one."""
         problem = request.problem
         if not checkable(problem):
             self._not_checkable += 1
-            return _not_checkable(problem)
+            return ReferenceOutput(**vars(_not_checkable(problem)))
         verdict, steps = self.locate(request)
         shown = steps or ["(no steps)"]
+        fix = None
         if verdict.index is None:
             text = render_correction(shown, None, None, None, problem.answer)
         else:
             cause = (CAUSE_PREFIX if self.mark_text else "") + (verdict.cause or "")
-            text = render_correction(shown, verdict.index, cause, verdict.correction or "", problem.answer)
+            # a missing step after the last one: the placeholder makes it a step of the trace (never rendered)
+            padded = shown + [""] if verdict.index == len(shown) + 1 else shown
+            text = render_correction(padded, verdict.index, cause, verdict.correction or "", problem.answer)
+            raw = request.student_solution if isinstance(request.student_solution, str) else ""
+            if verdict.fix is not None and len(parse(raw).steps) == len(steps):
+                split = split_at_step(raw, verdict.index)
+                fix = fix_result(split[1], verdict.fix) if split else None
         self._corrections += 1
-        return TeacherOutput(text=text, reason=verdict.reason)
+        return ReferenceOutput(text=text, reason=verdict.reason, step_fix=fix)
 
     def corrections(
         self, requests: list[CorrectionRequest], *, mode: CorrectionMode = "single_pass"
-    ) -> list[TeacherOutput]:
+    ) -> list[ReferenceOutput]:
         """Same result for both modes (the rule-based check is already step by step)."""
         if mode not in ("single_pass", "stepwise"):
             raise ValueError(f"unknown correction mode {mode!r}; use 'single_pass' or 'stepwise'")
