@@ -80,9 +80,14 @@ def test_right_steps_with_a_wrong_answer_make_the_answer_step_the_incorrect_one(
 
     p = next(q for q in load_problems_synthetic(8) if len(q.steps) == 3)
     steps = [f"{p.steps[0].expr} = {p.steps[0].value}"]
-    trace = ReferenceTeacher(mark_text=False).correction(CorrectionRequest(p, render_solution(steps, "5"), steps))
+    request = CorrectionRequest(p, render_solution(steps, "5"), steps)
+    trace = ReferenceTeacher(mark_text=False, missing_step="last_step").correction(request)
     step = parse(trace.text).steps[0]
-    assert parse(trace.text).first_error == 1 and answer_step_is_wrong(p, steps, "5", 1)
+    assert parse(trace.text).first_error == 1 and answer_step_is_wrong(p, steps, "5", 1, "last_step")
+    # correct.missing_step own_k (the default) names the missing step 2 instead: the same triplet (final_only)
+    own = ReferenceTeacher(mark_text=False).correction(request)
+    assert parse(own.text).first_error == 2 and own.reason == "missing_step"
+    assert answer_step_is_wrong(p, steps, "5", 2) and parse(own.text).steps[1].correction == step.correction
     cont = rule_continuation(p, step.correction)
     t = build_triplet(p, steps, "5", 1, step.cause, step.correction, cont, "cot", final_only=True)
     assert t["k"] == 2 and t["incorrect_step"] == "The answer is 5."

@@ -177,7 +177,8 @@ def browser_items(run_dir: Path, questions: Mapping[str, str] | None = None) -> 
         return []
     pair_keys = set()
     if (run_dir / "pairs" / "pairs.jsonl").exists():
-        pair_keys = {p.get("id") for p in read_jsonl(run_dir / "pairs" / "pairs.jsonl")}
+        # a pair's `key` is its correction row's (ids carry a variant suffix with pairs.context/chosen options)
+        pair_keys = {p.get("key", p.get("id")) for p in read_jsonl(run_dir / "pairs" / "pairs.jsonl")}
     later = later_results(run_dir)
     items = []
     for r in read_jsonl(path):

@@ -38,7 +38,7 @@ from ..io import read_jsonl, write_jsonl
 from ..models import load_tokenizer
 from ..schema import Problem
 from ..teachers import make_teacher
-from ..teachers.reference import locate_first_error, step_text
+from ..teachers.reference import MissingStep, locate_first_error, step_text
 from . import Stage, teacher_check
 from .common import StageDef, model_path
 from .correct import unusable_reason
@@ -94,10 +94,13 @@ def solve_prompt(question: str, mix_with: str) -> str:
     return prompts.render(mix_with, problem=question)
 
 
-def answer_step_is_wrong(problem: Problem, steps: list[str], answer: str | None, k: int) -> bool:
+def answer_step_is_wrong(
+    problem: Problem, steps: list[str], answer: str | None, k: int, missing_step: MissingStep = "own_k"
+) -> bool:
     """Whether the reference teacher's step k means "every step is right but the answer is not" (it then names
-    the last step). In LEMA's numbering the answer is a step of its own, so that step is the incorrect one."""
-    verdict = locate_first_error(problem, steps, answer)
+    the last step, or with `correct.missing_step: own_k` the missing step, often one past the last). In LEMA's
+    numbering the answer is a step of its own, so that step is the incorrect one."""
+    verdict = locate_first_error(problem, steps, answer, missing_step)
     return verdict.kind == "final_answer" and verdict.index == k
 
 
@@ -230,7 +233,10 @@ def run(cfg: RunConfig) -> dict:
             continue
         p = c["problem"]
         student_answer = xmlformat.parse(c["student_solution"]).answer
-        final_only = teacher.rule_based and answer_step_is_wrong(p, c["student_steps"], student_answer, c["k"])
+        final_only = (
+            teacher.rule_based
+            and answer_step_is_wrong(p, c["student_steps"], student_answer, c["k"], cfg.correct.missing_step)
+        ) or c["k"] > len(c["student_steps"])  # a step missing after the last one: every step is kept
         triplets.append({
             "key": c["key"], "id": c["id"],
             **build_triplet(p, c["student_steps"], student_answer, c["k"], c["cause"], c["correction"],

@@ -1,9 +1,10 @@
 """Stage `pairs`: build Cross-DPO preference pairs (see `supercorrect.pair_builder`) from the located corrections.
 
 Keeps only pairs whose teacher correction leads to the right final answer. The `pairs:` config section says
-which pairs (context, chosen form; `both` builds each option for every row). Writes `pairs.jsonl` (prompt,
-chosen, rejected, step, context, chosen_form; loadable with `datasets.load_dataset("json", ...)`) and reports
-the prefix:completion token ratio, which is what makes shared-prefix training pay.
+which pairs (context, chosen form; `both` builds each option for every row). Writes `pairs.jsonl` (id, prompt,
+chosen, rejected, step, context, chosen_form, and the key of the correction row; loadable with
+`datasets.load_dataset("json", ...)`) and reports the prefix:completion token ratio, which is what makes
+shared-prefix training pay.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def run(cfg: RunConfig) -> dict:
                 tally[why] += 1
                 continue
             tally["pairs"] += 1
-            pairs.append(pair.to_row())
+            pairs.append({**pair.to_row(), "key": r["key"]})  # the correction row it comes from
 
     def n_tokens(text: str) -> int:
         return len(tok(text, add_special_tokens=False)["input_ids"])
