@@ -18,7 +18,10 @@ synthetic problems, GSM8K's `<<expr=value>>` annotations); any other problem get
   value that is not known. A soft step's result becomes usable like any other. Soft findings are blamed only
   when the final answer is wrong (then k is the first soft step), or when a later hard finding (a false equation,
   an unknown operand) shows the route went astray: then the first soft step is blamed. If nothing is found but the final answer is wrong, k is the step the wrong value comes from
-  (`_origin`), else the last step (1 with no steps).
+  (`_origin`), else, when a reference value was never computed, the missing step at its own position
+  (`missing_step="own_k"`: one past the last step if that step computed something new), else the last step (1
+  with no steps). For an arithmetic error whose right value is on the reference's route, the verdict also says
+  how to fix the student's own step (`Verdict.fix`, `fix_result`): the teacher's `step_fix`.
   What is not checked: algebra (a side with a variable: "10 - 4 = 1.5x", "x^{14} = ..."), LaTeX text
   (`\text{Total} = \$12`), claims cut off by words ("9 hours * 2/3 = 6") and definitions ("48 = 120% of
   x"). The final answer is the <Answer> block, else the last \boxed{}, else the last number.
@@ -461,8 +464,8 @@ REASONS: dict[str, str] = {
     "final_answer_only": "every step checks out, but the final answer is wrong: the step where the wrong final value "
     "comes from is blamed (see _origin), else the last step",
     "missing_step": "every step checks out, the final answer is wrong and a reference value was never computed "
-    "(`missing_step='own_k'`): the missing step is blamed at its own position, right after the student's last step "
-    "that computed something new (one past its last step when it simply stopped)",
+    "(`missing_step='own_k'`): the missing step is blamed at its own position: one past the last step when that "
+    "step computed something new (the student stopped early), else the last step (it jumped to the answer there)",
     "no_error": "every checkable step is consistent and the final answer is right",
 }
 _KIND = {"arithmetic_error": "arithmetic", "final_answer_only": "final_answer", "missing_step": "final_answer",
@@ -502,10 +505,11 @@ def locate_first_error(
 
     `missing_step` (config `correct.missing_step`): when every step checks out but the final answer is wrong and
     a reference value was never computed, `own_k` blames the missing step at its own position (reason
-    `missing_step`): right after the last step that computed something new, i.e. len(steps) + 1 when the student
-    simply stopped, or the first step that only restates an earlier value ("So the answer is 37.") where the
-    student jumped to its answer. `last_step` blames the last written step, as before the knob existed (a pair
-    built on it replaces a correct step by the next one: it teaches skipping a step)."""
+    `missing_step`): len(steps) + 1 when the last step computed a new value (the student stopped early: blaming
+    that right step, a pair would replace it by the next one and teach skipping a step); else the last step,
+    which only restates a value, states the answer or talks ("So the answer is 37."): there the student jumped
+    to its answer. `last_step` blames the last written step in both cases, as before the knob existed. The
+    correction is the first reference step not produced, as before."""
     known = _known(problem)
     ref_values = {v for _, v in known.ref}
     produced: set[Fraction] = set()
@@ -516,7 +520,7 @@ def locate_first_error(
     soft: list[_Soft] = []
     results: list[tuple[int, Fraction, bool]] = []  # (step, result, computed) in order
     seen: set[Fraction] = set()  # the results so far
-    progress = 0  # the last step whose result was new (not given, not an earlier result): where a gap would start
+    progress = 0  # the last step that computed a new value, or stated a new reference value
 
     def correction() -> tuple[str, str]:
         """The first reference step not yet produced, as text, and its equation."""
@@ -553,9 +557,9 @@ def locate_first_error(
             continue
         x, written = result
         operands = [abs(n) for e in computed for n in numbers_in(e.lhs)]
-        if abs(x) not in known.given and abs(x) not in seen:
-            progress = i
+        new_value = abs(x) not in known.given and abs(x) not in seen
         seen.add(abs(x))
+        n_produced = len(produced)
         results.append((i, abs(x), bool(computed)))
         unknown = [n for n in operands if n not in usable]
         fix, equation = correction()
@@ -590,6 +594,8 @@ def locate_first_error(
                 f"the step should find {equation}."
             )
             soft.append(_Soft(i, "unsupported_value", cause, abs(x), fix))
+        if new_value and (computed or len(produced) > n_produced):  # "So the answer is 24." is no progress
+            progress = i
         new = {abs(x)} | {abs(e.rhs_value) for e in computed if e.rhs_value is not None}
         usable |= new
         pool |= new
@@ -604,9 +610,11 @@ def locate_first_error(
     if origin is not None and origin < len(steps):
         return verdict(origin, "final_answer_only", cause + f" The wrong value first appears in step {origin}.")
     if missing_step == "own_k" and steps and any(v not in produced for _, v in known.ref):
-        k = progress + 1
+        # The student stopped right after a step that computed something new: the gap is after its last step.
+        # Otherwise its last step only restates, states the answer or talks: that is where it jumped to the answer.
+        k = len(steps) + 1 if progress == len(steps) else len(steps)
         _, equation = correction()
-        where = "after its last step" if k > len(steps) else f"where step {k} only restates an earlier value"
+        where = "after the last step" if k > len(steps) else f"in place of step {k}, which computes nothing new"
         return verdict(k, "missing_step", cause + f" A step is missing {where}: it should find {equation}.")
     return verdict(max(len(steps), 1), "final_answer_only", cause)
 
