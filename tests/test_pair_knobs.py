@@ -353,3 +353,17 @@ def test_correct_and_pairs_stages_tiny(tmp_path, tiny_model_dir):
     run_pipeline(load_config(cfg_file, {"correct.missing_step": "last_step"}), only=["correct"])
     rows = read_jsonl(run / "correct" / "corrections.jsonl")
     assert all(r["k"] == len(r["student_steps"]) for r in rows if r["key"].endswith("#stops"))
+
+
+def test_locate_bench_reads_a_missing_step_row(tmp_path):
+    """A run's corrections.jsonl with a missing step (k = len(steps) + 1) is a bench item labelled one past its
+    last step, and the reference teacher (own_k) predicts that very index."""
+    from supercorrect.locate_bench import _from_trace, load_items
+
+    row = correction_row(STOPS)
+    (tmp_path / "corrections.jsonl").write_text(json.dumps(row) + "\n")
+    (item,) = load_items(tmp_path / "corrections.jsonl")
+    assert item.steps == row["student_steps"] and item.label == 2
+    out = ReferenceTeacher().correction(CorrectionRequest(PENCILS, "\n\n".join(item.steps), item.steps))
+    assert _from_trace(out.text, 2, missing_ok=True) == (2, None)
+    assert _from_trace(out.text, 2) == (-1, "flagged step 3 of 2")  # a critic's extra step is not judged

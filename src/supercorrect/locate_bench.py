@@ -7,7 +7,8 @@ human labels of the earliest wrong step, before the teacher is trusted with a ru
 Input (`load_items`): a JSON array or JSONL of `{"id", "problem", "steps": [str, ...], "label": int,
 "final_answer_correct": bool}` with an optional `"generator"` (label: 0-based index of the earliest wrong step,
 -1 when every step is right), the format of public step-label sets (ProcessBench); or the toolkit's own
-`corrections.jsonl` (stage `correct`), whose label is the run teacher's k: then the bench measures agreement.
+`corrections.jsonl` (stage `correct`), whose label is the run teacher's k: then the bench measures agreement (there
+a label may be one past the last step: a missing step, `correct.missing_step: own_k`).
 
 Who is asked (`run_bench`): any teacher of the toolkit (reference, openai, local) through `corrections`, with
 the toolkit's correction prompts, cached and resumable like every teacher stage; or a model as critic (paper
@@ -90,8 +91,10 @@ def load_items(path: str | Path) -> list[BenchItem]:
     items: list[BenchItem] = []
     for i, row in enumerate(rows):
         where = f"{path}[{i}]" if form == "array" else f"{path}: row {i + 1}"
+        past_last = False  # a label one past the last step: a missing step (corrections.jsonl only)
         if "student_steps" in row and "k" in row and "steps" not in row:  # the toolkit's corrections.jsonl
             k = row.get("k")
+            past_last = True
             row = {
                 "id": str(row.get("key") or row.get("id")), "problem": "", "steps": row.get("student_steps"),
                 "label": (k - 1) if isinstance(k, int) else -1, "final_answer_correct": False,
@@ -103,7 +106,7 @@ def load_items(path: str | Path) -> list[BenchItem]:
             err = e.errors()[0]
             loc = ".".join(str(p) for p in err["loc"]) or "(row)"
             raise UserError(f"{where}: {loc}: {err['msg']}") from None
-        if not -1 <= item.label < max(len(item.steps), 1) or (item.label >= 0 and not item.steps):
+        if not -1 <= item.label < max(len(item.steps) + past_last, 1) or (item.label >= 0 and not item.steps):
             raise UserError(f"{where}: label {item.label} is not -1 or a step index below {len(item.steps)}")
         items.append(item)
     seen = Counter(it.id for it in items)
@@ -209,14 +212,16 @@ def _problem_for(item: BenchItem, ref: Problem | None) -> Problem:
                    source="locate-bench")  # fmt: skip
 
 
-def _from_trace(text: str | None, n_steps: int) -> tuple[int, str | None]:
-    """(0-based flagged step or -1, problem) from a correction trace: its first <Cause>/<Correction> step."""
+def _from_trace(text: str | None, n_steps: int, missing_ok: bool = False) -> tuple[int, str | None]:
+    """(0-based flagged step or -1, problem) from a correction trace: its first <Cause>/<Correction> step.
+    `missing_ok` (teachers): a step one past the last is a missing step (`correct.missing_step: own_k`), index
+    n_steps: too late against a label of a written step, a false alarm on a correct solution."""
     from .xmlformat import parse
 
     k = parse(text).first_error if text else None
     if k is None:
         return -1, None
-    if k > n_steps:
+    if k > n_steps + (missing_ok and n_steps > 0):
         return -1, f"flagged step {k} of {n_steps}"
     return k - 1, None
 
@@ -241,7 +246,7 @@ def ask_teacher(teacher: Teacher, items: list[BenchItem], refs: dict[str, Proble
         if out.text is None:
             preds[i] = Prediction(-1, False, None, out.error or "no trace")
             continue
-        pred, problem = _from_trace(out.text, len(items[i].steps))
+        pred, problem = _from_trace(out.text, len(items[i].steps), missing_ok=True)
         reason = getattr(out, "reason", None) or ("flagged" if pred >= 0 else "no_error")
         preds[i] = Prediction(pred, problem is None, reason, problem or out.error)
     return [p for p in preds if p is not None]
