@@ -83,7 +83,7 @@ def step_block(text: str, index: int) -> str:
 
 def completions(
     k: int, cause: str, correction: str, written: str, student_step_k: str, chosen_form: ChosenForm,
-    step_fix: str | None = None,
+    step_fix: str | None = None, missing: bool = False,
 ) -> tuple[str, str]:
     """(chosen, rejected) of step k.
 
@@ -92,7 +92,7 @@ def completions(
     student_form: chosen = `<Stepk>\n{corrected step}\n</Stepk>`, the corrected step being `step_fix` (the
     rule-based teacher's step k as the student wrote it with the wrong result replaced; it holds its tags) or
     else the teacher's <Correction> text as is; rejected = `written`, what the student wrote at step k. For a
-    step of its solution that is the step's block as written. For a missing step (k = len(steps) + 1) it is the
+    step of its solution that is the step's block as written. For a `missing` step (k = len(steps) + 1) it is the
     block the student wrote there instead, verbatim (usually its `<Answer>`, or `<Generalized>`): the pair then
     says "write the missing step here, not the answer yet", and the rejected is a real continuation of the same
     prefix (on-policy, as DPO assumes). Dressing the answer up as a `<Stepk>` block would reject a text the
@@ -100,9 +100,7 @@ def completions(
     if chosen_form == "cause_correction":
         return xmlformat.render_step_correction(k, cause, correction), step_block(student_step_k, k)
     chosen = step_block(step_fix if step_fix and step_fix.strip() else correction, k)
-    opens_step = xmlformat._TAG.match(written.lstrip())
-    is_step = opens_step is not None and opens_step.group(2).lower() == "step" and not opens_step.group(1)
-    return chosen, (step_block(written, k) if is_step else written.strip())
+    return chosen, (written.strip() if missing else step_block(written, k))
 
 
 def build_pair(
@@ -149,8 +147,9 @@ def build_pair(
         prompt = chat_prefix + prefix
     if chosen_form == "student_form" and not written.strip():
         return None, "nothing_written_at_step"
+    missing = k > len(xmlformat.parse(student_solution).steps)
     chosen, rejected = completions(
-        k, step.cause.strip(), step.correction.strip(), written, student_step_k, chosen_form, step_fix
+        k, step.cause.strip(), step.correction.strip(), written, student_step_k, chosen_form, step_fix, missing
     )
     if rejected.strip() == chosen.strip():
         return None, "chosen_equals_rejected"
