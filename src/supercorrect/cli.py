@@ -20,6 +20,7 @@ EPILOG = """examples:
   supercorrect run configs/stage1.yaml --set recipe=cot-sft   # another recipe on the same data (see `recipes`)
   supercorrect check-grader --data ../shared/data    # rule-based grader against real reference answers
   supercorrect compare runs/study-s0 runs/study-s1   # accuracy intervals and paired tests across runs and seeds
+  supercorrect study configs/study.yaml --phase dev  # the config once per seed, then one compare table
   supercorrect export runs/demo exported/           # templates, corrections, pairs as HF datasets + cards
   supercorrect locate-bench dev.jsonl --reference ../shared/data/gsm8k/test.jsonl   # teacher's first-error F1
 
@@ -81,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap-seed", type=int, default=0, help="bootstrap random seed (default 0)")
     p.add_argument("--baseline", metavar="VARIANT", help="also test every model of the other variants against "
                    "the same model of this variant (same seeds, same problems)")
+    p = sub.add_parser("study", help="the config once per training seed (runs <name>-s<seed>), evaluated on the "
+                       "dev or the test split, then one compare table; re-run to resume (see study.py)")
+    p.add_argument("config", help="run config (YAML), e.g. configs/study.yaml")
+    p.add_argument("--seeds", help="comma-separated training seeds (default: the config's study.seeds, else 0,1,2)")
+    p.add_argument("--phase", choices=["dev", "test"], default="dev",
+                   help="dev: evaluate on the dev set only (choose settings here); test: the config's evaluate.sets, "
+                   "once at the end (default dev)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     sub.add_parser("stages", help="list the stages")
     sub.add_parser("recipes", help="list the recipes (a run config picks one with `recipe:`)")
     p = sub.add_parser("export", help="write a run's templates, corrections and pairs as HF datasets with cards")
@@ -187,6 +196,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(paths["markdown"].read_text(encoding="utf-8"))
         for kind, path in paths.items():
             print(f"[compare] {kind}: {path}", file=sys.stderr)
+        return 0
+
+    if args.command == "study":
+        from .study import parse_seeds, run_study
+
+        seeds = parse_seeds(args.seeds) if args.seeds else None
+        result = run_study(args.config, args.phase, seeds, _overrides(args.set))
+        print(result.paths["markdown"].read_text(encoding="utf-8"))
+        for kind, path in result.paths.items():
+            print(f"[study] {kind}: {path}", file=sys.stderr)
         return 0
 
     cfg = load_config(args.config, _overrides(args.set))

@@ -241,6 +241,13 @@ class REERConfig(Section):
         return self
 
 
+class StudyConfig(Section):
+    """The `study:` block: what `supercorrect study` runs (study.py). No stage reads it, so it redoes nothing."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)  # training seeds, one run each
+    dev_set: str = "dev"  # the entry of `data` that `--phase dev` evaluates on (never trained on)
+
+
 class RunConfig(Section):
     name: str
     seed: int = 0
@@ -266,6 +273,7 @@ class RunConfig(Section):
     lema: LemaConfig = LemaConfig()  # recipe lema
     elad: ELADConfig = ELADConfig()  # recipe elad
     reer: REERConfig = REERConfig()  # recipe reer
+    study: StudyConfig = StudyConfig()  # `supercorrect study`: seeds and dev set
 
     # Where the config file lives: relative data paths resolve against it. Not part of the YAML.
     base_dir: Path = Field(default_factory=Path.cwd, exclude=True)

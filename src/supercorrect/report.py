@@ -234,7 +234,7 @@ def _stage_costs(run_dir: Path) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-TRAINING_STAGES = ("hsft", "cross-dpo", "cot-sft", "instance-dpo")
+TRAINING_STAGES = ("hsft", "hsft-more", "cross-dpo", "cot-sft", "instance-dpo")
 
 
 def _training_curves(run_dir: Path) -> list[str]:

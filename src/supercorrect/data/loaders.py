@@ -7,7 +7,9 @@ files, Hugging Face datasets.
 Row errors are one-line `UserError`s naming file and line, e.g.
 ``gsm8k file data/x.jsonl:12: no '####' answer line``; with `skip_bad_rows: true` such rows are skipped and
 counted instead. `offset` and `n` select problems after bad rows are dropped: the first `n` good problems
-after skipping `offset` good ones (rows past the last one needed are not read).
+after skipping `offset` good ones (rows past the last one needed are not read). `skip` drops the first `skip`
+problems before `n` is taken, for every kind (synthetic too, where `offset` counts within `n`): a set with
+`skip: N` is disjoint from the same set's first N problems.
 """
 
 from __future__ import annotations
@@ -56,11 +58,12 @@ def load_problems_with_report(spec: DataSpec, base_dir: Path | None = None) -> t
     `skip_bad_rows`) or an empty result."""
     if spec.kind == "synthetic":
         n = SYNTHETIC_DEFAULT_N if spec.n is None else spec.n
-        problems = generate_synthetic(n, spec.seed, spec.split, spec.min_steps, spec.max_steps)
-        problems = problems[spec.offset :]
-        report = LoadReport("synthetic", "synthetic", rows_read=n, loaded=len(problems))
+        # The generator's stream is deterministic and prefix-stable: the first skip + n problems, less the first skip.
+        problems = generate_synthetic(spec.skip + n, spec.seed, spec.split, spec.min_steps, spec.max_steps)
+        problems = problems[spec.skip + spec.offset :]
+        report = LoadReport("synthetic", "synthetic", rows_read=spec.skip + n, loaded=len(problems))
         if not problems:
-            raise UserError(f"no problems loaded from synthetic generator (n={n}, offset={spec.offset})")
+            raise UserError(f"no problems loaded from synthetic generator (n={n}, offset={spec.offset}, skip={spec.skip})")
         return problems, report
     if spec.kind == "hf":
         return _load_hf(spec)
@@ -185,7 +188,7 @@ def _collect(
             report.skipped.append((line, err))
             continue
         good += 1
-        if good > spec.offset:
+        if good > spec.offset + spec.skip:
             problems.append(problem)
     report.loaded = len(problems)
     return problems

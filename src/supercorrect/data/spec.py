@@ -25,6 +25,10 @@ class DataSpec(BaseModel):
     split: str = "train"  # synthetic: "train" | "test"; hf: split name; gsm8k/math: used in ids
     n: int | None = Field(default=None, ge=0)  # how many problems (synthetic: default 1000)
     offset: int = Field(default=0, ge=0)
+    # Drop the first `skip` problems of the source before taking `n` (synthetic: of the generator's deterministic
+    # stream), so {seed: 0, n: 200, skip: 200} is disjoint from {seed: 0, n: 200} by construction: a dev split from
+    # the training distribution that is never trained on. Ids stay those of the full stream, hence unique.
+    skip: int = Field(default=0, ge=0)
     seed: int = 0
     min_steps: int = Field(default=2, ge=1)  # synthetic
     max_steps: int = Field(default=5, ge=1)  # synthetic
@@ -34,6 +38,14 @@ class DataSpec(BaseModel):
     skip_bad_rows: bool = False  # skip and count malformed rows instead of failing
     optional: bool = False  # gsm8k/math: callers may skip this set with a notice when it cannot be read
     hub: str | None = None  # gsm8k/math: hub dataset read when the file is missing, "name" or "name:config"
+
+    def fingerprint(self) -> dict:
+        """What a stage hashes for this set: the spec without keys at a default that came later (`skip: 0`), so
+        that runs fingerprinted before such a key existed stay finished."""
+        dump = self.model_dump()
+        if not self.skip:
+            dump.pop("skip")
+        return dump
 
     def resolved_path(self, base_dir: Path | None = None) -> Path | None:
         """The data file (gsm8k/math), relative paths taken against `base_dir`; None for other kinds."""

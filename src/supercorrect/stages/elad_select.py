@@ -47,7 +47,7 @@ def stage(cfg: RunConfig) -> Stage:
     spec = cfg.data.get(cfg.elad.data)
     return Stage(
         cfg, "elad-select", sections=("student", "elad", "generation"),
-        extra={"data": spec.model_dump() if spec else None},
+        extra={"data": spec.fingerprint() if spec else None},
     )
 
 

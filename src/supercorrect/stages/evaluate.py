@@ -89,7 +89,7 @@ def self_correction(cfg, st, set_name, backend, grader, problems, greedy, max_ne
 def stage(cfg: RunConfig, tag: str, prompt: str | None = None) -> Stage:
     prompt = prompt or ("cot" if tag == "cot-sft" else cfg.evaluate.prompt)
     name = f"eval-{tag}" + ("-cot" if prompt == "cot" and tag != "cot-sft" else "")
-    specs = {s: cfg.data[s].model_dump() for s in cfg.evaluate.sets if s in cfg.data}
+    specs = {s: cfg.data[s].fingerprint() for s in cfg.evaluate.sets if s in cfg.data}
     return Stage(
         cfg,
         name,

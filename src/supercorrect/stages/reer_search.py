@@ -39,7 +39,7 @@ BUDGETS = ("draft", "low", "high")
 def stage(cfg: RunConfig) -> Stage:
     spec = cfg.data.get(cfg.reer.data)
     return Stage(
-        cfg, "reer-search", sections=("student", "reer"), extra={"data": spec.model_dump() if spec else None}
+        cfg, "reer-search", sections=("student", "reer"), extra={"data": spec.fingerprint() if spec else None}
     )
 
 

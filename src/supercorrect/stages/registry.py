@@ -18,6 +18,7 @@ from . import (
     elad_sft,
     eval_solve_sft,
     hsft,
+    hsft_more,
     instance_dpo,
     lema,
     lema_corrected,
@@ -40,8 +41,8 @@ from .common import StageDef
 # One entry per stage (a module's STAGE, or its STAGES when it declares one per arm), in listing order.
 _DEFS: tuple[StageDef, ...] = (
     # SuperCorrect and its ablation baselines
-    templates.STAGE, hsft.STAGE, sample.STAGE, correct.STAGE, pairs.STAGE, cross_dpo.STAGE, cot_sft.STAGE,
-    instance_dpo.STAGE,
+    templates.STAGE, hsft.STAGE, sample.STAGE, correct.STAGE, pairs.STAGE, cross_dpo.STAGE, hsft_more.STAGE,
+    cot_sft.STAGE, instance_dpo.STAGE,
     # ELAD
     elad_select.STAGE, elad_revise.STAGE, *elad_sft.STAGES, elad_report.STAGE,
     # LEMA

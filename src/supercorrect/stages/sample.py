@@ -24,7 +24,7 @@ def stage(cfg: RunConfig) -> Stage:
     spec = cfg.data.get(cfg.sample.data)
     return Stage(
         cfg, "sample", sections=("sample", "generation"), inputs=("hsft",),
-        extra={"data": spec.model_dump() if spec else None},
+        extra={"data": spec.fingerprint() if spec else None},
     )
 
 

@@ -37,7 +37,7 @@ def stage(cfg: RunConfig) -> Stage:
     spec = cfg.data.get(cfg.templates.data)
     return Stage(
         cfg, "solve-templates", sections=("teacher", "templates"), inputs=("templates",),
-        extra={"data": spec.model_dump() if spec else None},
+        extra={"data": spec.fingerprint() if spec else None},
     )  # fmt: skip
 
 

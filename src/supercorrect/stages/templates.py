@@ -25,7 +25,7 @@ from .common import StageDef
 def stage(cfg: RunConfig) -> Stage:
     spec = cfg.data.get(cfg.templates.data)
     return Stage(
-        cfg, "templates", sections=("teacher", "templates"), extra={"data": spec.model_dump() if spec else None}
+        cfg, "templates", sections=("teacher", "templates"), extra={"data": spec.fingerprint() if spec else None}
     )
 
 

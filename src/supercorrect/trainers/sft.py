@@ -33,10 +33,12 @@ METRICS_FILE = "hsft_metrics.json"
 
 
 def train_sft(
-    model_path: str, rows: list[dict], output_dir: str | Path, cfg: SFTConfig, seed: int = 0, dtype: str = "auto"
+    model_path: str, rows: list[dict], output_dir: str | Path, cfg: SFTConfig, seed: int = 0, dtype: str = "auto",
+    max_steps: int | None = None,
 ) -> dict:
     """rows: {"prompt": user text, "completion": assistant text}. Returns training metrics; the model and
-    tokenizer are saved to `<output_dir>/model`."""
+    tokenizer are saved to `<output_dir>/model`. `max_steps`: train exactly this many optimizer steps (cycling
+    over the rows) instead of `cfg.epochs` passes (stage `hsft-more`, the equal-compute control)."""
     # torch, datasets and TRL load only when a stage trains, so the CLI and the configs import fast.
     import torch
     import trl
@@ -60,6 +62,7 @@ def train_sft(
     args = trl.SFTConfig(
         output_dir=str(ckpt_dir),
         num_train_epochs=cfg.epochs,
+        max_steps=max_steps or -1,  # > 0 overrides num_train_epochs
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps
@@ -107,7 +110,7 @@ def train_sft(
         "steps": trainer.state.global_step,
         "resumed_from": resumed_from,
         "train_seconds": round(seconds, 2),
-        "tokens_per_second": round(tokens * cfg.epochs / max(seconds, 1e-9), 1),
+        "tokens_per_second": round(tokens * (trainer.state.epoch if max_steps else cfg.epochs) / max(seconds, 1e-9), 1),
         "loss_curve": [(h["step"], h["loss"]) for h in logs],
         "device": str(trainer.args.device),
         "world_size": trainer.args.world_size,
