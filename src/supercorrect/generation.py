@@ -152,10 +152,7 @@ class TransformersBackend(Backend):
         results: list[list[Completion]] = [[] for _ in prompts]
         bar = tqdm(total=len(prompts), desc=desc, disable=desc is None, unit="prompt")
         for b, idx in enumerate(self.batches([len(x) for x in ids], s.n, s.max_new_tokens)):
-            width = max(len(ids[i]) for i in idx)
-            pad = tok.pad_token_id
-            input_ids = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in idx], device=model.device)
-            mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in idx], device=model.device)
+            input_ids, mask = _batch_layout([ids[i] for i in idx], tok.pad_token_id, model.device)
             gen = torch.Generator(device=model.device).manual_seed(s.seed * 100_003 + b)
             outs = decode_batch(model, tok, input_ids, mask, s, generator=gen)
             for row, (new_ids, hit_eos) in enumerate(outs):
@@ -284,8 +281,13 @@ def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSetting
     with torch.inference_mode():
         cache = DynamicCache(config=model.config)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                    use_cache=True, logits_to_keep=1)  # fmt: skip
+        shared = _shared_prefix_len(input_ids, attention_mask)
+        if shared:  # the columns every row has: computed once, their cache copied to every row
+            model(input_ids=input_ids[:1, :shared], position_ids=position_ids[:1, :shared], cache=cache,
+                  use_cache=True, logits_to_keep=1)  # fmt: skip
+            cache.batch_repeat_interleave(input_ids.shape[0])
+        out = model(input_ids=input_ids[:, shared:], attention_mask=attention_mask,
+                    position_ids=position_ids[:, shared:], cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
         logits = out.logits[:, -1]
         if s.n > 1:  # one prefill per prompt; its cache serves all n samples
             cache.batch_repeat_interleave(s.n)
@@ -314,13 +316,14 @@ def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSetting
                 cache.batch_select_indices(sel)
                 if seqs is not None:
                     seqs = seqs[sel]
-                # Padding columns that every remaining row has: drop them from the cache and the mask.
-                lead = int((attention_mask.cumsum(-1) == 0).sum(-1).min())
-                if lead:
-                    attention_mask = attention_mask[:, lead:]
+                # Padding columns that every remaining row has (leading, or after a shared prefix): drop them
+                # from the cache and the mask.
+                cols = attention_mask.bool().any(0)
+                if not bool(cols.all()):
+                    attention_mask = attention_mask[:, cols]
                     for layer in cache.layers:
-                        layer.keys = layer.keys[:, :, lead:]
-                        layer.values = layer.values[:, :, lead:]
+                        layer.keys = layer.keys[:, :, cols]
+                        layer.values = layer.values[:, :, cols]
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
             last_pos = last_pos + 1
             if seqs is not None:
@@ -329,6 +332,39 @@ def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSetting
                         cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
             logits = out.logits[:, -1]
     return list(zip(new_ids, ended_eos, strict=True))
+
+
+MIN_SHARED_PREFIX = 8  # tokens; below this a separate forward for the shared part costs more than it saves
+
+
+def _batch_layout(rows: list[list[int]], pad: int, device) -> tuple[Any, Any]:
+    """Input ids and attention mask of one batch: `[shared prefix | padding | rest of the prompt]` per row.
+
+    The prompts of a stage share their template's opening (the HT prompt's instructions: 161 of ~210 tokens for
+    the demo's problems), so `decode_batch` computes those columns once (`_shared_prefix_len`). Without a shared
+    prefix of MIN_SHARED_PREFIX tokens this is plain left padding. Positions count only real tokens either way
+    (position ids are the mask's cumulative sum), so every row sees the tokens and positions it sees alone.
+    """
+    import torch
+
+    shared = len(os.path.commonprefix(rows)) if len(rows) > 1 else 0
+    shared = min(shared, min(len(r) for r in rows) - 1)  # every row keeps a token of its own
+    if shared < MIN_SHARED_PREFIX:
+        shared = 0
+    width = max(len(r) for r in rows)
+    ids = [r[:shared] + [pad] * (width - len(r)) + r[shared:] for r in rows]
+    mask = [[1] * shared + [0] * (width - len(r)) + [1] * (len(r) - shared) for r in rows]
+    return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
+
+
+def _shared_prefix_len(input_ids, attention_mask) -> int:
+    """Leading columns that are real tokens and the same in every row (0 for one row, or below
+    MIN_SHARED_PREFIX); at least one column is left for every row's own prefill."""
+    if input_ids.shape[0] < 2:
+        return 0
+    same = attention_mask.bool().all(0) & (input_ids == input_ids[:1]).all(0)
+    n = min(int(same.long().cumprod(0).sum()), input_ids.shape[1] - 1)
+    return n if n >= MIN_SHARED_PREFIX else 0
 
 
 def _ends_with_stop(tokenizer, ids: list[int], stop: list[str], max_stop: int, texts: dict[int, str]) -> bool:
