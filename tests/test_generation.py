@@ -180,3 +180,44 @@ def test_decode_engine_shared_prefix_samples_like_stock_generate(fp32_engines, n
     s = SamplingSettings(n=n, temperature=0.8, top_p=0.9, max_new_tokens=10, seed=5)
     a, b = stock.generate(SHARED_PROMPTS, s), ours.generate(SHARED_PROMPTS, s)
     assert a == b and all(len(c) == n for c in b)
+
+
+def test_growable_cache_layer_matches_dynamic_layer():
+    """Same keys/values as transformers' DynamicLayer through appends, rows leaving, columns cut and repeats."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from supercorrect.generation import GROW_HEADROOM, _growable_layer_class
+
+    g, d = _growable_layer_class()(), DynamicLayer()
+    torch.manual_seed(0)
+    steps = [torch.randn(4, 2, 5, 3)] + [torch.randn(4, 2, 1, 3) for _ in range(GROW_HEADROOM + 3)]
+    for i, x in enumerate(steps):
+        rows = 4 if i < 10 else 2
+        if i == 10:
+            for layer in (g, d):
+                layer.batch_select_indices(torch.tensor([0, 3]))
+        if i == 20:
+            for layer in (g, d):
+                layer.keys, layer.values = layer.keys[:, :, 2:], layer.values[:, :, 2:]
+        if i == 30:
+            for layer in (g, d):
+                layer.batch_repeat_interleave(2)
+        rows = 4 if i >= 30 else rows
+        x = x[:rows] if x.shape[0] >= rows else x.repeat(2, 1, 1, 1)[:rows]
+        kg, vg = g.update(x, x + 1)
+        kd, vd = d.update(x, x + 1)
+        assert torch.equal(kg, kd) and torch.equal(vg, vd)
+    assert g._kbuf.shape[-2] > g.keys.shape[-2]  # spare capacity, written in place
+
+
+def test_decode_engine_uses_the_growable_cache(tiny_model_dir):
+    from transformers import DynamicCache
+
+    from supercorrect.generation import _growable, _growable_layer_class
+    from supercorrect.models import load_model
+
+    model = load_model(str(tiny_model_dir), dtype="float32", device="cpu")
+    cache = _growable(DynamicCache(config=model.config))
+    assert len(cache.layers) == model.config.num_hidden_layers
+    assert all(type(x) is _growable_layer_class() for x in cache.layers)

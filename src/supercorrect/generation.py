@@ -7,6 +7,7 @@ with an append-only shard so that a killed stage continues where it stopped.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import time
@@ -279,7 +280,7 @@ def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSetting
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     with torch.inference_mode():
-        cache = DynamicCache(config=model.config)
+        cache = _growable(DynamicCache(config=model.config))
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         shared = _shared_prefix_len(input_ids, attention_mask)
         if shared:  # the columns every row has: computed once, their cache copied to every row
@@ -332,6 +333,52 @@ def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSetting
                         cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
             logits = out.logits[:, -1]
     return list(zip(new_ids, ended_eos, strict=True))
+
+
+GROW_HEADROOM = 64  # tokens of spare cache capacity per reallocation
+
+
+@functools.cache
+def _growable_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowableLayer(DynamicLayer):
+        """A DynamicLayer that writes new keys/values into spare capacity instead of `torch.cat`-ing the whole
+        cache every step (which copies all of it: at batch 48 x 300 tokens that was ~30% of a bf16 decode step
+        on this CPU). `keys`/`values` are views of the buffer, so the values attention sees are the same; when
+        something replaces them (rows leaving, columns cut, repeats for n samples) the next update re-buffers."""
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self._kbuf = self._vbuf = None
+            n, q = self.get_seq_length(), key_states.shape[-2]
+            kb = self._kbuf
+            if (kb is None or n + q > kb.shape[-2] or self.keys.data_ptr() != kb.data_ptr()
+                    or self.keys.shape[0] != kb.shape[0] or self.keys.stride() != kb.stride()):  # fmt: skip
+                b, h, _, d = key_states.shape
+                kb = key_states.new_empty((b, h, n + q + GROW_HEADROOM, d))
+                vb = value_states.new_empty((b, h, n + q + GROW_HEADROOM, d))
+                if n:
+                    kb[:, :, :n] = self.keys
+                    vb[:, :, :n] = self.values
+                self._kbuf, self._vbuf = kb, vb
+            self._kbuf[:, :, n : n + q] = key_states
+            self._vbuf[:, :, n : n + q] = value_states
+            self.keys, self.values = self._kbuf[:, :, : n + q], self._vbuf[:, :, : n + q]
+            return self.keys, self.values
+
+    return GrowableLayer
+
+
+def _growable(cache):
+    """`cache` with its plain dynamic layers replaced by growable ones (sliding-window or other layer kinds are
+    left as they are)."""
+    from transformers.cache_utils import DynamicLayer
+
+    if all(type(x) is DynamicLayer and not x.is_initialized for x in cache.layers):
+        cache.layers = [_growable_layer_class()() for _ in cache.layers]
+    return cache
 
 
 MIN_SHARED_PREFIX = 8  # tokens; below this a separate forward for the shared part costs more than it saves
