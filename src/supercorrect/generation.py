@@ -74,7 +74,9 @@ class TransformersBackend(Backend):
       the memory budget allows for their sequences (`max_batch`, `memory_budget_gb`), the prompt is prefilled
       once and its cache copied for the `n` samples, a sequence that has produced EOS or a stop string leaves the
       batch at once (its rows are dropped from the KV cache, so finished sequences cost nothing), padding columns
-      that no remaining sequence needs are cut from the cache, and the batch ends when every sequence has.
+      that no remaining sequence needs are cut from the cache, and the batch ends when every sequence has. The
+      opening the batch's prompts share (a stage's template) is prefilled once and its cache copied to every row
+      (`_batch_layout`), and the KV cache grows in place instead of being copied every step (`_growable`).
     - `engine="generate"`: stock `model.generate` over fixed batches of `batch_size` rows (the path before issue
       11; kept as the baseline of benchmarks/cpu_speed.py and as a fallback for architectures the loop does not
       fit).
@@ -250,12 +252,14 @@ def _sampling_warpers(model, s: SamplingSettings):
 
 
 def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSettings, generator=None):
-    """Greedy or sampled decoding of one left-padded batch; returns, per prompt and sample (prompt-major, `n` per
+    """Greedy or sampled decoding of one batch (left-padded, or `[shared prefix | padding | rest]` as
+    `_batch_layout` builds it: leading columns that are the same real tokens in every row are prefilled once);
+    returns, per prompt and sample (prompt-major, `n` per
     prompt), (new token ids without the EOS, ended_on_eos).
 
     A row leaves the batch as soon as it has produced EOS or completed a stop string: its cache rows are dropped,
-    so the forward passes that follow only compute the sequences still running, and leading padding columns that
-    no running row needs any more are cut from the cache. The loop ends when no row is left or after
+    so the forward passes that follow only compute the sequences still running, and padding columns that no
+    running row needs any more are cut from the cache. The loop ends when no row is left or after
     `max_new_tokens`.
     """
     import torch
