@@ -284,7 +284,7 @@ def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSetting
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     with torch.inference_mode():
-        cache = _growable(DynamicCache(config=model.config))
+        cache = _growable(DynamicCache(config=model.config), headroom=s.max_new_tokens)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         shared = _shared_prefix_len(input_ids, attention_mask)
         if shared:  # the columns every row has: computed once, their cache copied to every row
@@ -319,6 +319,7 @@ def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSetting
                 active, nxt, last_pos = active[sel], nxt[sel], last_pos[sel]
                 attention_mask = attention_mask[sel]
                 cache.batch_select_indices(sel)
+                _set_headroom(cache, s.max_new_tokens - step)  # the next re-buffer reserves only what is left
                 if seqs is not None:
                     seqs = seqs[sel]
                 # Padding columns that every remaining row has (leading, or after a shared prefix): drop them
@@ -339,7 +340,7 @@ def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSetting
     return list(zip(new_ids, ended_eos, strict=True))
 
 
-GROW_HEADROOM = 64  # tokens of spare cache capacity per reallocation
+GROW_HEADROOM = 64  # tokens of spare cache capacity per reallocation, unless the caller says how many are left
 
 
 @functools.cache
@@ -350,7 +351,11 @@ def _growable_layer_class():
         """A DynamicLayer that writes new keys/values into spare capacity instead of `torch.cat`-ing the whole
         cache every step (which copies all of it: at batch 48 x 300 tokens that was ~30% of a bf16 decode step
         on this CPU). `keys`/`values` are views of the buffer, so the values attention sees are the same; when
-        something replaces them (rows leaving, columns cut, repeats for n samples) the next update re-buffers."""
+        something replaces them (rows leaving, columns cut, repeats for n samples) the next update re-buffers.
+        A re-buffer reserves `headroom` tokens: the decode loop sets it to the tokens still to come, so the
+        buffer never grows in steps (growing sizes fragment the heap and raised peak RSS)."""
+
+        headroom = GROW_HEADROOM
 
         def update(self, key_states, value_states, *args, **kwargs):
             if not self.is_initialized:
@@ -361,8 +366,8 @@ def _growable_layer_class():
             if (kb is None or n + q > kb.shape[-2] or self.keys.data_ptr() != kb.data_ptr()
                     or self.keys.shape[0] != kb.shape[0] or self.keys.stride() != kb.stride()):  # fmt: skip
                 b, h, _, d = key_states.shape
-                kb = key_states.new_empty((b, h, n + q + GROW_HEADROOM, d))
-                vb = value_states.new_empty((b, h, n + q + GROW_HEADROOM, d))
+                kb = key_states.new_empty((b, h, n + q + self.headroom, d))
+                vb = value_states.new_empty((b, h, n + q + self.headroom, d))
                 if n:
                     kb[:, :, :n] = self.keys
                     vb[:, :, :n] = self.values
@@ -375,14 +380,21 @@ def _growable_layer_class():
     return GrowableLayer
 
 
-def _growable(cache):
+def _growable(cache, headroom: int = GROW_HEADROOM):
     """`cache` with its plain dynamic layers replaced by growable ones (sliding-window or other layer kinds are
     left as they are)."""
     from transformers.cache_utils import DynamicLayer
 
     if all(type(x) is DynamicLayer and not x.is_initialized for x in cache.layers):
         cache.layers = [_growable_layer_class()() for _ in cache.layers]
+        _set_headroom(cache, headroom)
     return cache
+
+
+def _set_headroom(cache, tokens: int) -> None:
+    for layer in cache.layers:
+        if hasattr(layer, "headroom"):
+            layer.headroom = max(1, tokens)
 
 
 MIN_SHARED_PREFIX = 8  # tokens; below this a separate forward for the shared part costs more than it saves
