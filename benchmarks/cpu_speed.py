@@ -12,7 +12,8 @@ generation greedy decoding of the HT prompt on --prompts synthetic problems, --m
                              (the baseline)
              bf16-generate   the same, bf16 weights
              fp32-decode     our loop (generation.decode_batch): finished sequences leave the batch, padding
-                             columns no longer needed are cut, batches sized from memory; fp32
+                             columns no longer needed are cut, batches sized from memory, the prompts' shared
+                             opening prefilled once, the KV cache grown in place; fp32
              bf16-decode     the same in bf16: the CPU default (`student.dtype: auto`, engine "decode")
              bf16-continuous transformers' continuous batching (`generate_batch`), bf16 (optional: --variants)
            tokens per second = tokens generated (to EOS or the stop string) / wall seconds of the generate call.

@@ -134,3 +134,90 @@ def test_batches_follow_the_memory_budget(tiny_model_dir):
     b.batch_size = 2
     assert max(len(x) for x in b.batches(lengths, n=1, max_new_tokens=20)) == 2  # batch_size caps the rows
     assert max(len(x) for x in b.batches(lengths, n=3, max_new_tokens=20)) == 1  # n samples count as rows
+
+
+SHARED = "You are a careful solver. Read the problem, think step by step, and give the answer in tags. " * 2
+SHARED_PROMPTS = [SHARED + f"Problem {i}: what is {i} plus {i * i}? " * (1 + i % 3) for i in range(7)]
+
+
+def test_batch_layout_puts_the_shared_prefix_first():
+    from supercorrect.generation import MIN_SHARED_PREFIX, _batch_layout, _shared_prefix_len
+
+    p = list(range(100, 100 + MIN_SHARED_PREFIX))
+    ids, mask = _batch_layout([p + [1, 2, 3], p + [4], p + [5, 6]], pad=0, device="cpu")
+    assert ids[1].tolist() == p + [0, 0, 4] and mask[1].tolist() == [1] * len(p) + [0, 0, 1]
+    assert ids[2].tolist() == p + [0, 5, 6] and _shared_prefix_len(ids, mask) == len(p)
+    short = p[:-1]  # below the minimum: plain left padding, nothing shared
+    ids, mask = _batch_layout([short + [1, 2], short + [3]], pad=0, device="cpu")
+    assert ids[1].tolist() == [0] + short + [3] and _shared_prefix_len(ids, mask) == 0
+    ids, mask = _batch_layout([p + p, p + p], pad=0, device="cpu")  # identical: the last token stays per row
+    assert _shared_prefix_len(ids, mask) == 2 * len(p) - 1
+
+
+@pytest.mark.parametrize("stop", [(), ("</Answer>",), "from the outputs"])
+def test_decode_engine_shared_prefix_greedy_is_stock_generate(fp32_engines, stop):
+    """Prompts with a common opening: it is prefilled once and its cache copied, the rest of each prompt sits
+    after a padding gap; greedy output stays generate's, also when rows leave and gap columns are cut."""
+    from supercorrect.generation import _batch_layout
+
+    stock, ours = fp32_engines
+    ids = ours.tokenizer(SHARED_PROMPTS[:4], add_special_tokens=False)["input_ids"]
+    _, mask = _batch_layout(ids, 0, "cpu")
+    assert mask[:, 0].all() and not mask.all()  # the layout really shares a prefix here, with a gap
+    if stop == "from the outputs":
+        texts = [c[0].text for c in ours.generate(SHARED_PROMPTS, SamplingSettings(max_new_tokens=24))]
+        stop = tuple(t[len(t) // 2 : len(t) // 2 + 3] for t in (texts[1], texts[4]) if len(t) > 6)
+    s = SamplingSettings(max_new_tokens=24, stop=stop)
+    a, b = stock.generate(SHARED_PROMPTS, s), ours.generate(SHARED_PROMPTS, s)
+    assert a == b
+    if len(stop) == 2:
+        assert sum(c[0].finish == "stop" for c in b) >= 2
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_decode_engine_shared_prefix_samples_like_stock_generate(fp32_engines, n):
+    stock, ours = fp32_engines
+    s = SamplingSettings(n=n, temperature=0.8, top_p=0.9, max_new_tokens=10, seed=5)
+    a, b = stock.generate(SHARED_PROMPTS, s), ours.generate(SHARED_PROMPTS, s)
+    assert a == b and all(len(c) == n for c in b)
+
+
+def test_growable_cache_layer_matches_dynamic_layer():
+    """Same keys/values as transformers' DynamicLayer through appends, rows leaving, columns cut and repeats."""
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    from supercorrect.generation import GROW_HEADROOM, _growable_layer_class
+
+    g, d = _growable_layer_class()(), DynamicLayer()
+    torch.manual_seed(0)
+    steps = [torch.randn(4, 2, 5, 3)] + [torch.randn(4, 2, 1, 3) for _ in range(GROW_HEADROOM + 3)]
+    for i, x in enumerate(steps):
+        rows = 4 if i < 10 else 2
+        if i == 10:
+            for layer in (g, d):
+                layer.batch_select_indices(torch.tensor([0, 3]))
+        if i == 20:
+            for layer in (g, d):
+                layer.keys, layer.values = layer.keys[:, :, 2:], layer.values[:, :, 2:]
+        if i == 30:
+            for layer in (g, d):
+                layer.batch_repeat_interleave(2)
+        rows = 4 if i >= 30 else rows
+        x = x[:rows] if x.shape[0] >= rows else x.repeat(2, 1, 1, 1)[:rows]
+        kg, vg = g.update(x, x + 1)
+        kd, vd = d.update(x, x + 1)
+        assert torch.equal(kg, kd) and torch.equal(vg, vd)
+    assert g._kbuf.shape[-2] > g.keys.shape[-2]  # spare capacity, written in place
+
+
+def test_decode_engine_uses_the_growable_cache(tiny_model_dir):
+    from transformers import DynamicCache
+
+    from supercorrect.generation import _growable, _growable_layer_class
+    from supercorrect.models import load_model
+
+    model = load_model(str(tiny_model_dir), dtype="float32", device="cpu")
+    cache = _growable(DynamicCache(config=model.config))
+    assert len(cache.layers) == model.config.num_hidden_layers
+    assert all(type(x) is _growable_layer_class() for x in cache.layers)

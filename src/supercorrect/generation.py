@@ -7,6 +7,7 @@ with an append-only shard so that a killed stage continues where it stopped.
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import os
 import time
@@ -73,7 +74,9 @@ class TransformersBackend(Backend):
       the memory budget allows for their sequences (`max_batch`, `memory_budget_gb`), the prompt is prefilled
       once and its cache copied for the `n` samples, a sequence that has produced EOS or a stop string leaves the
       batch at once (its rows are dropped from the KV cache, so finished sequences cost nothing), padding columns
-      that no remaining sequence needs are cut from the cache, and the batch ends when every sequence has.
+      that no remaining sequence needs are cut from the cache, and the batch ends when every sequence has. The
+      opening the batch's prompts share (a stage's template) is prefilled once and its cache copied to every row
+      (`_batch_layout`), and the KV cache grows in place instead of being copied every step (`_growable`).
     - `engine="generate"`: stock `model.generate` over fixed batches of `batch_size` rows (the path before issue
       11; kept as the baseline of benchmarks/cpu_speed.py and as a fallback for architectures the loop does not
       fit).
@@ -152,10 +155,7 @@ class TransformersBackend(Backend):
         results: list[list[Completion]] = [[] for _ in prompts]
         bar = tqdm(total=len(prompts), desc=desc, disable=desc is None, unit="prompt")
         for b, idx in enumerate(self.batches([len(x) for x in ids], s.n, s.max_new_tokens)):
-            width = max(len(ids[i]) for i in idx)
-            pad = tok.pad_token_id
-            input_ids = torch.tensor([[pad] * (width - len(ids[i])) + ids[i] for i in idx], device=model.device)
-            mask = torch.tensor([[0] * (width - len(ids[i])) + [1] * len(ids[i]) for i in idx], device=model.device)
+            input_ids, mask = _batch_layout([ids[i] for i in idx], tok.pad_token_id, model.device)
             gen = torch.Generator(device=model.device).manual_seed(s.seed * 100_003 + b)
             outs = decode_batch(model, tok, input_ids, mask, s, generator=gen)
             for row, (new_ids, hit_eos) in enumerate(outs):
@@ -252,12 +252,14 @@ def _sampling_warpers(model, s: SamplingSettings):
 
 
 def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSettings, generator=None):
-    """Greedy or sampled decoding of one left-padded batch; returns, per prompt and sample (prompt-major, `n` per
+    """Greedy or sampled decoding of one batch (left-padded, or `[shared prefix | padding | rest]` as
+    `_batch_layout` builds it: leading columns that are the same real tokens in every row are prefilled once);
+    returns, per prompt and sample (prompt-major, `n` per
     prompt), (new token ids without the EOS, ended_on_eos).
 
     A row leaves the batch as soon as it has produced EOS or completed a stop string: its cache rows are dropped,
-    so the forward passes that follow only compute the sequences still running, and leading padding columns that
-    no running row needs any more are cut from the cache. The loop ends when no row is left or after
+    so the forward passes that follow only compute the sequences still running, and padding columns that no
+    running row needs any more are cut from the cache. The loop ends when no row is left or after
     `max_new_tokens`.
     """
     import torch
@@ -282,10 +284,15 @@ def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSetting
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     with torch.inference_mode():
-        cache = DynamicCache(config=model.config)
+        cache = _growable(DynamicCache(config=model.config), headroom=s.max_new_tokens)
         position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
-                    use_cache=True, logits_to_keep=1)  # fmt: skip
+        shared = _shared_prefix_len(input_ids, attention_mask)
+        if shared:  # the columns every row has: computed once, their cache copied to every row
+            model(input_ids=input_ids[:1, :shared], position_ids=position_ids[:1, :shared], cache=cache,
+                  use_cache=True, logits_to_keep=1)  # fmt: skip
+            cache.batch_repeat_interleave(input_ids.shape[0])
+        out = model(input_ids=input_ids[:, shared:], attention_mask=attention_mask,
+                    position_ids=position_ids[:, shared:], cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
         logits = out.logits[:, -1]
         if s.n > 1:  # one prefill per prompt; its cache serves all n samples
             cache.batch_repeat_interleave(s.n)
@@ -312,15 +319,17 @@ def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSetting
                 active, nxt, last_pos = active[sel], nxt[sel], last_pos[sel]
                 attention_mask = attention_mask[sel]
                 cache.batch_select_indices(sel)
+                _set_headroom(cache, s.max_new_tokens - step)  # the next re-buffer reserves only what is left
                 if seqs is not None:
                     seqs = seqs[sel]
-                # Padding columns that every remaining row has: drop them from the cache and the mask.
-                lead = int((attention_mask.cumsum(-1) == 0).sum(-1).min())
-                if lead:
-                    attention_mask = attention_mask[:, lead:]
+                # Padding columns that every remaining row has (leading, or after a shared prefix): drop them
+                # from the cache and the mask.
+                cols = attention_mask.bool().any(0)
+                if not bool(cols.all()):
+                    attention_mask = attention_mask[:, cols]
                     for layer in cache.layers:
-                        layer.keys = layer.keys[:, :, lead:]
-                        layer.values = layer.values[:, :, lead:]
+                        layer.keys = layer.keys[:, :, cols]
+                        layer.values = layer.values[:, :, cols]
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
             last_pos = last_pos + 1
             if seqs is not None:
@@ -329,6 +338,96 @@ def decode_batch(model, tokenizer, input_ids, attention_mask, s: SamplingSetting
                         cache=cache, use_cache=True, logits_to_keep=1)  # fmt: skip
             logits = out.logits[:, -1]
     return list(zip(new_ids, ended_eos, strict=True))
+
+
+GROW_HEADROOM = 64  # tokens of spare cache capacity per reallocation, unless the caller says how many are left
+
+
+@functools.cache
+def _growable_layer_class():
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowableLayer(DynamicLayer):
+        """A DynamicLayer that writes new keys/values into spare capacity instead of `torch.cat`-ing the whole
+        cache every step (which copies all of it: at batch 48 x 300 tokens that was ~30% of a bf16 decode step
+        on this CPU). `keys`/`values` are views of the buffer, so the values attention sees are the same; when
+        something replaces them (rows leaving, columns cut, repeats for n samples) the next update re-buffers.
+        A re-buffer reserves `headroom` tokens: the decode loop sets it to the tokens still to come, so the
+        buffer never grows in steps (growing sizes fragment the heap and raised peak RSS)."""
+
+        headroom = GROW_HEADROOM
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self._kbuf = self._vbuf = None
+            n, q = self.get_seq_length(), key_states.shape[-2]
+            kb = self._kbuf
+            if (kb is None or n + q > kb.shape[-2] or self.keys.data_ptr() != kb.data_ptr()
+                    or self.keys.shape[0] != kb.shape[0] or self.keys.stride() != kb.stride()):  # fmt: skip
+                b, h, _, d = key_states.shape
+                kb = key_states.new_empty((b, h, n + q + self.headroom, d))
+                vb = value_states.new_empty((b, h, n + q + self.headroom, d))
+                if n:
+                    kb[:, :, :n] = self.keys
+                    vb[:, :, :n] = self.values
+                self._kbuf, self._vbuf = kb, vb
+            self._kbuf[:, :, n : n + q] = key_states
+            self._vbuf[:, :, n : n + q] = value_states
+            self.keys, self.values = self._kbuf[:, :, : n + q], self._vbuf[:, :, : n + q]
+            return self.keys, self.values
+
+    return GrowableLayer
+
+
+def _growable(cache, headroom: int = GROW_HEADROOM):
+    """`cache` with its plain dynamic layers replaced by growable ones (sliding-window or other layer kinds are
+    left as they are)."""
+    from transformers.cache_utils import DynamicLayer
+
+    if all(type(x) is DynamicLayer and not x.is_initialized for x in cache.layers):
+        cache.layers = [_growable_layer_class()() for _ in cache.layers]
+        _set_headroom(cache, headroom)
+    return cache
+
+
+def _set_headroom(cache, tokens: int) -> None:
+    for layer in cache.layers:
+        if hasattr(layer, "headroom"):
+            layer.headroom = max(1, tokens)
+
+
+MIN_SHARED_PREFIX = 8  # tokens; below this a separate forward for the shared part costs more than it saves
+
+
+def _batch_layout(rows: list[list[int]], pad: int, device) -> tuple[Any, Any]:
+    """Input ids and attention mask of one batch: `[shared prefix | padding | rest of the prompt]` per row.
+
+    The prompts of a stage share their template's opening (the HT prompt's instructions: 161 of ~210 tokens for
+    the demo's problems), so `decode_batch` computes those columns once (`_shared_prefix_len`). Without a shared
+    prefix of MIN_SHARED_PREFIX tokens this is plain left padding. Positions count only real tokens either way
+    (position ids are the mask's cumulative sum), so every row sees the tokens and positions it sees alone.
+    """
+    import torch
+
+    shared = len(os.path.commonprefix(rows)) if len(rows) > 1 else 0
+    shared = min(shared, min(len(r) for r in rows) - 1)  # every row keeps a token of its own
+    if shared < MIN_SHARED_PREFIX:
+        shared = 0
+    width = max(len(r) for r in rows)
+    ids = [r[:shared] + [pad] * (width - len(r)) + r[shared:] for r in rows]
+    mask = [[1] * shared + [0] * (width - len(r)) + [1] * (len(r) - shared) for r in rows]
+    return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
+
+
+def _shared_prefix_len(input_ids, attention_mask) -> int:
+    """Leading columns that are real tokens and the same in every row (0 for one row, or below
+    MIN_SHARED_PREFIX); at least one column is left for every row's own prefill."""
+    if input_ids.shape[0] < 2:
+        return 0
+    same = attention_mask.bool().all(0) & (input_ids == input_ids[:1]).all(0)
+    n = min(int(same.long().cumprod(0).sum()), input_ids.shape[1] - 1)
+    return n if n >= MIN_SHARED_PREFIX else 0
 
 
 def _ends_with_stop(tokenizer, ids: list[int], stop: list[str], max_stop: int, texts: dict[int, str]) -> bool:
