@@ -54,7 +54,7 @@ The fixture was made with exactly these commands (OMP_NUM_THREADS=1, 2 busy CPU 
     python $M generate --model smollm2-135m --prompt cot --tag base-cot-t0 --part synthetic --synthetic-seed $s \
         --synthetic-steps 1 1 --out $O --n-synthetic 96 --k-synthetic 1 --batch-size 16 --max-new-tokens 112 \
         --temperature 0; done
-    # and greedy on 32 other GSM8K test problems (seed 1): one right final answer (it has a wrong step)
+    # and greedy on 32 other GSM8K test problems (seed 1): one right final answer, and it has a wrong step
     python $M generate --model smollm2-135m --prompt cot --tag base-cot-t0 --part gsm8k --gsm8k-seed 1 --out $O \
         --n-gsm8k 32 --k-gsm8k 1 --batch-size 16 --max-new-tokens 160 --temperature 0
     # fixture = candidates joined with the hand-written labels
