@@ -57,6 +57,11 @@ The fixture was made with exactly these commands (OMP_NUM_THREADS=1, 2 busy CPU 
     # and greedy on 32 other GSM8K test problems (seed 1): one right final answer, and it has a wrong step
     python $M generate --model smollm2-135m --prompt cot --tag base-cot-t0 --part gsm8k --gsm8k-seed 1 --out $O \
         --n-gsm8k 32 --k-gsm8k 1 --batch-size 16 --max-new-tokens 160 --temperature 0
+    # the lead's study checkpoint (configs: /work/study_runs/study_pre.yaml, HSFT 1 epoch on 200 synthetic training
+    # problems, 50 optimizer steps) on 2-3 step test problems of a fresh seed, HT prompt
+    S=/work/study_runs/study-s0/hsft/model
+    python $M generate --model $S --prompt ht --tag hsft-study --part synthetic --synthetic-seed 17 --out $O \
+        --n-synthetic 48 --k-synthetic 2 --batch-size 16 --max-new-tokens 180 --temperature 0.7
     # fixture = candidates joined with the hand-written labels
     python $M build --candidates $O --labels benchmarks/locate_dev_labels.jsonl --out tests/data/locate_dev.jsonl
 
