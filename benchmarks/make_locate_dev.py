@@ -40,6 +40,28 @@ The fixture was made with exactly these commands (OMP_NUM_THREADS=1, 2 busy CPU 
     # HSFT on 2-3 step synthetic problems (stopped after the first 40 of 80 candidates, for time)
     python $M generate --model $H --prompt ht --tag hsft-stage1 --part synthetic --out $O \
         --n-synthetic 40 --k-synthetic 2 --batch-size 20 --max-new-tokens 192
+    # second round (issue 13 asks for 50 all-correct solutions; the first round had 9): the base model on
+    # 1-step synthetic test problems with seeds no command above uses (6-16), where it is right 8-21% of the
+    # time: T = 0.7 (seed 6), T = 0.3 (seeds 7 and 10) and greedy, T = 0 (seeds 8, 9, 11-16)
+    python $M generate --model smollm2-135m --prompt cot --tag base-cot-t07 --part synthetic --synthetic-seed 6 \
+        --synthetic-steps 1 1 --out $O --n-synthetic 48 --k-synthetic 1 --batch-size 16 --max-new-tokens 112 \
+        --temperature 0.7
+    for s in 7 10; do n=$([ $s = 7 ] && echo 64 || echo 96)
+    python $M generate --model smollm2-135m --prompt cot --tag base-cot-t03 --part synthetic --synthetic-seed $s \
+        --synthetic-steps 1 1 --out $O --n-synthetic $n --k-synthetic 1 --batch-size 16 --max-new-tokens 112 \
+        --temperature 0.3; done
+    for s in 8 9 11 12 13 14 15 16; do
+    python $M generate --model smollm2-135m --prompt cot --tag base-cot-t0 --part synthetic --synthetic-seed $s \
+        --synthetic-steps 1 1 --out $O --n-synthetic 96 --k-synthetic 1 --batch-size 16 --max-new-tokens 112 \
+        --temperature 0; done
+    # and greedy on 32 other GSM8K test problems (seed 1): one right final answer, and it has a wrong step
+    python $M generate --model smollm2-135m --prompt cot --tag base-cot-t0 --part gsm8k --gsm8k-seed 1 --out $O \
+        --n-gsm8k 32 --k-gsm8k 1 --batch-size 16 --max-new-tokens 160 --temperature 0
+    # the lead's study checkpoint (configs: /work/study_runs/study_pre.yaml, HSFT 1 epoch on 200 synthetic training
+    # problems, 50 optimizer steps) on 2-3 step test problems of a fresh seed, HT prompt
+    S=/work/study_runs/study-s0/hsft/model
+    python $M generate --model $S --prompt ht --tag hsft-study --part synthetic --synthetic-seed 17 --out $O \
+        --n-synthetic 48 --k-synthetic 2 --batch-size 16 --max-new-tokens 180 --temperature 0.7
     # fixture = candidates joined with the hand-written labels
     python $M build --candidates $O --labels benchmarks/locate_dev_labels.jsonl --out tests/data/locate_dev.jsonl
 
