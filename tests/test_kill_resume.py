@@ -423,8 +423,10 @@ def aim_anywhere(delay: float) -> Aim:
 def random_aims(runner: Runner, rng: random.Random, quotas: dict[str, int]) -> Iterator[Aim]:
     """Seeded random kills: `quotas[stage]` aimed inside each stage of the invocation, in order (what a stage
     that finished early did not use goes to the next one), and `quotas["anywhere"]` at a random time after
-    the start, interleaved at random. What is random: the kind of moment and the delay."""
+    the start, interleaved at random. What is random: the kind of moment and the delay; eval-hsft's first two
+    kills come at its two shard flushes (it is over in well under a second), so one surely lands there."""
     plan = [s for s in runner.stages for _ in range(quotas.get(s, 0))]
+    eval_flushes = ["test/greedy.shard.jsonl", "test/sampled.shard.jsonl"]
     for _ in range(quotas.get("anywhere", 0)):
         plan.insert(rng.randint(0, len(plan)), "anywhere")
     for target in plan:
@@ -440,6 +442,9 @@ def random_aims(runner: Runner, rng: random.Random, quotas: dict[str, int]) -> I
             yield aim_checkpoint_save(runner, stage)
         elif stage in CHECKPOINTS:
             yield aim_training(runner, stage, 1, rng.uniform(0, 1.5))
+        elif stage == "eval-hsft" and (flushes := [f for f in eval_flushes if not (runner.run_dir / stage / f).exists()]):
+            eval_flushes.remove(flushes[0])  # too quick to hit by a delay: aimed at its next shard flush
+            yield aim_shard_flush(runner, stage, flushes[0])
         else:
             yield aim_stage(runner, stage, rng.uniform(0, 0.5 if stage == "pairs" else 2.0))
 
@@ -721,6 +726,11 @@ def test_kill_during_training_and_evaluation(
     summary = report(kills, {**result, "torn_checkpoint": torn}, record_property)
     assert [k.landed for k in kills] == ["hsft", "eval-hsft", "cross-dpo"], summary
     assert kills[1].detail["shard_rows"].get("eval-hsft") == 4, summary  # right after the greedy shard's flush
+    # ... and the resumed eval-hsft read its greedy answers from that shard instead of generating them again
+    shard = "eval-hsft/test/greedy.shard.jsonl"
+    greedy = sum(c["n_tokens"] for row in read_jsonl(ref_dir / shard) for c in row["completions"])
+    new = [read_json(d / "eval-hsft" / "manifest.json")["counts"]["new_tokens"] for d in (ref_dir, first.run_dir)]
+    assert greedy > 0 and new[1] == new[0] - greedy, (new, greedy)
     assert torn and result["resumed_from"]["hsft"] != torn[0]
 
 
