@@ -12,7 +12,7 @@ the size the old timed tests used ("full") and at a tenth of it, in the same run
 Best of --repeats for each figure; the process's peak RSS at the end. The last line is the headline: the
 largest growth and the slowest full-size input.
 
-    PYTHONPATH=src:tests python benchmarks/parser_speed.py [--repeats 3] [--only arith,grading]
+    python benchmarks/parser_speed.py [--repeats 3] [--only arith,grading]   (it puts tests/ on sys.path)
 """
 
 from __future__ import annotations
