@@ -10,8 +10,8 @@ same whatever the client's concurrency:
     rate_limit       429 with `Retry-After: <plan.retry_after_s>` (seconds)
     server_500       500 with a JSON error body
     server_503       503 with a JSON error body
-    hang             accepts the request and sends nothing for `plan.hang_s` (longer than the client's
-                     timeout), then closes the connection
+    hang             accepts the request and sends nothing until the client gives up (its timeout closes the
+                     connection; `plan.hang_s` bounds it), then closes the connection
     drop_early       closes the connection without a response
     drop_mid_body    sends the status line, headers and half the body, then closes the connection
     truncated_json   200 with a JSON body cut in half
@@ -33,6 +33,7 @@ import hashlib
 import json
 import random
 import re
+import select
 import socket
 import threading
 import time
@@ -62,6 +63,10 @@ CLIENT_KIND = {
     "empty_choices": "bad_response",
     "unauthorized": "client_error",
 }
+# The clients' timeout in these tests. A hang lasts exactly this long (the server waits for the client to give
+# up), so it is no race; it only has to exceed how long a healthy answer can take on a loaded machine, or that
+# answer would be reported as a timeout.
+CLIENT_TIMEOUT_S = 8.0
 # A busy but healthy endpoint: about one attempt in three fails, every fault kind appears.
 DEFAULT_RATES = {
     "rate_limit": 0.07, "server_500": 0.04, "server_503": 0.04, "hang": 0.02, "drop_early": 0.03,
@@ -75,7 +80,7 @@ class FaultPlan:
     rates: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_RATES))  # per attempt; the rest is ok
     always_fail: float = 0.0  # share of requests that meet a (fast, retryable) fault on every attempt
     retry_after_s: int = 1
-    hang_s: float = 3.0  # must be longer than the client's timeout
+    hang_s: float = 600.0  # a bound only: a hang ends when the client gives up (its timeout) or the server stops
     prompt_tokens_per_char: float = 0.25  # reported usage: about four characters a token
     completion_tokens_per_char: float = 0.25
 
@@ -205,7 +210,7 @@ class _Handler(BaseHTTPRequestHandler):
             body = {"error": {"message": f"Incorrect API key provided: {auth.removeprefix('Bearer ')}"}}
             self._send(401, {}, json.dumps(body).encode())
         elif a.fault == "hang":
-            self.server.stopping.wait(plan.hang_s)
+            self._wait_for_client_to_give_up(plan.hang_s)
             self._close()
         elif a.fault == "drop_early":
             self._close()
@@ -235,6 +240,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except OSError:  # the client gave up (e.g. after its timeout): nothing to do
             self.close_connection = True
+
+    def _wait_for_client_to_give_up(self, limit_s: float) -> None:
+        """Send nothing until the client closes the connection (its timeout), the server stops, or `limit_s`
+        passes: the hang ends with the client's timeout whatever the machine's load, so a hang is always the
+        client's `timeout`, never a `connection` error that a fixed server-side delay could turn it into."""
+        deadline = time.monotonic() + limit_s
+        while not self.server.stopping.is_set() and time.monotonic() < deadline:
+            readable, _, _ = select.select([self.connection], [], [], 0.05)
+            if readable:  # the client sends nothing more on this connection: readable means it closed it
+                return
 
     def _close(self) -> None:
         self.close_connection = True
@@ -359,7 +374,7 @@ def run_config(
         "run_root": str(Path(tmp_path) / "runs"),
         "teacher": {
             "kind": "openai", "model": "fault-teacher", "base_url": url, "api_key_env": KEY_ENV,
-            "max_concurrency": 16, "max_retries": 3, "timeout_s": 2.0, "backoff_base_s": 0.01,
+            "max_concurrency": 16, "max_retries": 3, "timeout_s": CLIENT_TIMEOUT_S, "backoff_base_s": 0.01,
             "backoff_max_s": 5.0, "max_tokens": 512, **(teacher or {}),
         },
         "data": {"train": {"kind": "synthetic", "split": "train", "n": n, "max_steps": 4}},

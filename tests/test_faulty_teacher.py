@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from fault_server import (
     CLIENT_KIND,
+    CLIENT_TIMEOUT_S,
     FAULTS,
     KEY_ENV,
     FaultPlan,
@@ -42,7 +43,7 @@ def report(name: str, data: dict[str, Any]) -> None:
 
 def client(url: str, cache: Path, **kw: Any) -> OpenAIChat:
     settings: dict[str, Any] = dict(
-        max_concurrency=16, max_retries=MAX_RETRIES, timeout_s=2.0, backoff_base_s=0.01, backoff_max_s=5.0,
+        max_concurrency=16, max_retries=MAX_RETRIES, timeout_s=CLIENT_TIMEOUT_S, backoff_base_s=0.01, backoff_max_s=5.0,
         max_tokens=512, progress=False,
     )  # fmt: skip
     return OpenAIChat(model="fault-teacher", base_url=url, api_key_env=KEY_ENV, cache_dir=cache, **{**settings, **kw})

@@ -12,6 +12,9 @@ teacher's server:
   written), inside evaluation, sampling, correction. The tiny random model writes no steps, so between
   `sample` and `correct` the test plants the same wrong step-by-step solutions in both runs (as
   tests/test_pipeline_tiny.py does), to give stage 2 something to do.
+No kill in the default tests is aimed by a delay: each fires on an observable state (a teacher request in
+flight after n answers were cached, a new checkpoint on disk), or, where a stage is too quick to catch from
+outside (eval-hsft), the process kills itself right after a named shard flush (tests/kill_at.py).
 
 Checked afterwards: the data artifacts are byte-identical to the uninterrupted run's; the trained weights load
 and are bit-identical (observed on CPU: the Trainer restores weights, optimizer, scheduler, RNG and data
@@ -54,6 +57,7 @@ SENTINEL = "sk-SENTINEL-kill-9d2c51e0b7"
 TEACHER_MODEL = "smollm2-135m-q4"
 POLL_S = 0.01
 PROCESS_TIMEOUT_S = 900
+KILL_AT = Path(__file__).with_name("kill_at.py")  # the CLI that kills itself at a named point
 
 STAGE1 = ["templates", "hsft", "eval-hsft", "sample"]
 STAGE2 = ["correct", "pairs", "cross-dpo"]
@@ -215,11 +219,13 @@ class Proc:
 
 @dataclass
 class Aim:
-    """Kill `delay` seconds after `ready(process)` first holds."""
+    """Kill `delay` seconds after `ready(process)` first holds; or, with `after_append`, let the process kill
+    itself right after it first appends rows to a file whose path ends with that (tests/kill_at.py)."""
 
     what: str
     ready: Callable[[Proc], bool]
     delay: float = 0.0
+    after_append: str | None = None
 
 
 @dataclass
@@ -254,16 +260,21 @@ class Runner:
 
     def attempt(self, aim: Aim | None) -> Kill | None:
         """Start the run; kill it as aimed. None when it finished by itself (exit code 0)."""
+        env = self.env
         cmd = [sys.executable, "-m", "supercorrect.cli", "run", str(self.config)]
+        if aim is not None and aim.after_append is not None:
+            env = {**self.env, "SC_KILL_AFTER_APPEND": aim.after_append}
+            cmd[1:3] = [str(KILL_AT)]
         cmd += ["--stages", ",".join(self.stages)]
         self.processes += 1
         with self.log.open("ab") as log:
             log.write(f"\n==== process {self.processes} (aim: {aim.what if aim else 'none'}) ====\n".encode())
             log.flush()
             current = Proc(self, time.monotonic(), time.time(), log.tell())
-            proc = subprocess.Popen(cmd, cwd=self.config.parent, env=self.env, stdout=log,
+            proc = subprocess.Popen(cmd, cwd=self.config.parent, env=env, stdout=log,
                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
         fire_at = None
+        at = 0.0
         try:
             while proc.poll() is None:
                 now = time.monotonic()
@@ -278,6 +289,8 @@ class Runner:
                     proc.wait()
                     break
                 time.sleep(POLL_S)
+            else:  # it ended by itself: finished, failed, or killed itself (`aim.after_append`)
+                at = time.monotonic()
         finally:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
@@ -396,6 +409,13 @@ def aim_stage(runner: Runner, stage: str, delay: float = 0.0) -> Aim:
     return Aim(f"{stage} (+{delay:.1f} s)", ready, delay)
 
 
+def aim_shard_flush(runner: Runner, stage: str, shard: str) -> Aim:
+    """Inside `stage`, right after its first rows are flushed to `shard` (a path under the stage's folder): the
+    process kills itself there (tests/kill_at.py), so the kill lands at that point on any machine."""
+    return Aim(f"{stage} after the first flush of {shard}", lambda p: False,
+               after_append=f"{runner.run_dir.name}/{stage}/{shard}")  # fmt: skip
+
+
 def aim_anywhere(delay: float) -> Aim:
     return Aim(f"anywhere (+{delay:.1f} s)", lambda p: True, delay)
 
@@ -403,8 +423,10 @@ def aim_anywhere(delay: float) -> Aim:
 def random_aims(runner: Runner, rng: random.Random, quotas: dict[str, int]) -> Iterator[Aim]:
     """Seeded random kills: `quotas[stage]` aimed inside each stage of the invocation, in order (what a stage
     that finished early did not use goes to the next one), and `quotas["anywhere"]` at a random time after
-    the start, interleaved at random. What is random: the kind of moment and the delay."""
+    the start, interleaved at random. What is random: the kind of moment and the delay; eval-hsft's first two
+    kills come at its two shard flushes (it is over in well under a second), so one surely lands there."""
     plan = [s for s in runner.stages for _ in range(quotas.get(s, 0))]
+    eval_flushes = ["test/greedy.shard.jsonl", "test/sampled.shard.jsonl"]
     for _ in range(quotas.get("anywhere", 0)):
         plan.insert(rng.randint(0, len(plan)), "anywhere")
     for target in plan:
@@ -420,6 +442,9 @@ def random_aims(runner: Runner, rng: random.Random, quotas: dict[str, int]) -> I
             yield aim_checkpoint_save(runner, stage)
         elif stage in CHECKPOINTS:
             yield aim_training(runner, stage, 1, rng.uniform(0, 1.5))
+        elif stage == "eval-hsft" and (flushes := [f for f in eval_flushes if not (runner.run_dir / stage / f).exists()]):
+            eval_flushes.remove(flushes[0])  # too quick to hit by a delay: aimed at its next shard flush
+            yield aim_shard_flush(runner, stage, flushes[0])
         else:
             yield aim_stage(runner, stage, rng.uniform(0, 0.5 if stage == "pairs" else 2.0))
 
@@ -618,7 +643,7 @@ def test_kill_during_teacher_calls(
         tiny_model_dir,
         proxies(),
         n,
-        lambda r: [aim_teacher_call(r, 1, 0.2), aim_teacher_call(r, 2)],
+        lambda r: [aim_teacher_call(r, 1), aim_teacher_call(r, 2)],
     )
     audit = check_templates_run(runner, ref_dir, ref_proxy)
     summary = report(
@@ -691,7 +716,8 @@ def test_kill_during_training_and_evaluation(
     first, second = killed_pipeline_run(
         tmp_path,
         tiny_model_dir,
-        lambda r: [aim_training(r, "hsft", 2), aim_stage(r, "eval-hsft", 0.1)],  # eval is quick since the decode engine
+        # eval-hsft takes well under a second now: the kill is the process's own, after its first shard flush
+        lambda r: [aim_training(r, "hsft", 2), aim_shard_flush(r, "eval-hsft", "test/greedy.shard.jsonl")],
         lambda r: [aim_training(r, "cross-dpo", 2)],
         after_kill,
     )
@@ -699,6 +725,12 @@ def test_kill_during_training_and_evaluation(
     kills = first.kills + second.kills
     summary = report(kills, {**result, "torn_checkpoint": torn}, record_property)
     assert [k.landed for k in kills] == ["hsft", "eval-hsft", "cross-dpo"], summary
+    assert kills[1].detail["shard_rows"].get("eval-hsft") == 4, summary  # right after the greedy shard's flush
+    # ... and the resumed eval-hsft read its greedy answers from that shard instead of generating them again
+    shard = "eval-hsft/test/greedy.shard.jsonl"
+    greedy = sum(c["n_tokens"] for row in read_jsonl(ref_dir / shard) for c in row["completions"])
+    new = [read_json(d / "eval-hsft" / "manifest.json")["counts"]["new_tokens"] for d in (ref_dir, first.run_dir)]
+    assert greedy > 0 and new[1] == new[0] - greedy, (new, greedy)
     assert torn and result["resumed_from"]["hsft"] != torn[0]
 
 

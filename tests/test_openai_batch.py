@@ -24,6 +24,8 @@ from supercorrect.teachers.openai_chat import OpenAIChat, SpendLedger
 
 N = 6
 
+HANG_GUARD_S = 600  # waits for a state (a batch created, a thread done): a guard against hangs, never a claim
+
 
 def convs(n: int = N, tag: str = "q") -> list[list[dict[str, str]]]:
     return [[{"role": "user", "content": f"{tag} {i}: what is {i} + {i}?"}] for i in range(n)]
@@ -123,13 +125,14 @@ def test_cancelled_batch_is_not_resubmitted_in_the_same_run(tmp_path: Path) -> N
         box: dict = {}
         t = threading.Thread(target=lambda: box.setdefault("out", bc.chat_many(convs())))
         t.start()
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + HANG_GUARD_S
         while "batch_0000" not in server.batches and time.monotonic() < deadline:
             time.sleep(0.02)
         import openai
 
         openai.OpenAI(api_key="x", base_url=server.url).batches.cancel("batch_0000")  # someone cancels it
-        t.join(20)
+        t.join(HANG_GUARD_S)
+        assert not t.is_alive(), f"chat_many did not return within {HANG_GUARD_S} s of the cancel"
         out = box["out"]
         assert sum(1 for r in out if r.text) == N // 2 and server.live == 0
         assert all("cancelled" in r.error for r in out if r.text is None)
@@ -199,7 +202,7 @@ def test_stage_killed_while_batch_in_flight_resumes_the_same_batch(tmp_path: Pat
         proc = subprocess.Popen([sys.executable, "-m", "supercorrect.cli", "templates", str(config)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
         run_dir = tmp_path / "runs" / "batchkill"
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + HANG_GUARD_S
         while time.monotonic() < deadline:
             states = [json.loads(p.read_text()) for p in (run_dir / "teacher_batches").glob("*.json")]
             if states and states[0].get("batch_id") and server.calls["GET batches"] >= 2:

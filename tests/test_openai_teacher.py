@@ -82,9 +82,16 @@ def test_429_then_200_honours_retry_after(stub: Any, key: str, tmp_path: Path) -
 def test_400_fails_at_once(stub: Any, key: str, tmp_path: Path) -> None:
     srv = stub((400, {}, {"error": {"message": "bad request"}}))
     chat = client(srv.url, tmp_path, backoff_base_s=2.0)
-    t0 = time.monotonic()
+    delays: list[float | None] = []
+    backoff = chat._delay
+
+    def recorded(attempt: int, retry_after: float | None) -> float | None:
+        delays.append(backoff(attempt, retry_after))
+        return delays[-1]
+
+    chat._delay = recorded  # type: ignore[method-assign]
     [res] = chat.chat_many([HI])
-    assert time.monotonic() - t0 < 1.5
+    assert delays == [], "a 400 waited for a retry"  # at once: no backoff asked for, so no sleep
     assert res.text is None and res.error_kind == "client_error" and "400" in (res.error or "")
     assert srv.chat_requests() == 1
     assert chat.usage.failures == {"client_error": 1} and chat.usage.retries == 0

@@ -1,8 +1,8 @@
 """Fuzzing the Cross-DPO pair builder and the prefix cut on adversarial student solutions and teacher traces.
 
-For any text: no exception, bounded time; and whenever a pair is built, its prompt is the chat prefix plus the
-student's text exactly as written up to step k, chosen is one `<Step{k}>` block, and neither completion holds
-an end-of-sequence marker. `SC_FUZZ_EXAMPLES` sets the number of examples (`pytest --long`: 5000).
+For any text: no exception, linear work (counted, not timed: tests/workcount.py); and whenever a pair is built,
+its prompt is the chat prefix plus the student's text exactly as written up to step k, chosen is one `<Step{k}>`
+block, and neither completion holds an end-of-sequence marker. `SC_FUZZ_EXAMPLES` sets the number of examples (`pytest --long`: 5000).
 
 The grader's bound on adversarial LaTeX (towers of powers, 5000 nested braces, a million-digit number) is
 proved in tests/test_grading.py (`test_adversarial_inputs_are_bounded`, `test_grader_recovers_after_timeouts`).
@@ -11,20 +11,20 @@ proved in tests/test_grading.py (`test_adversarial_inputs_are_bounded`, `test_gr
 from __future__ import annotations
 
 import os
-import time
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from workcount import assert_linear
 
-from supercorrect import xmlformat
+from supercorrect import pair_builder, xmlformat
 from supercorrect.pair_builder import COMMON_SPECIAL_TOKENS, build_pair, step_block
 
 FUZZ = settings(
     max_examples=int(os.environ.get("SC_FUZZ_EXAMPLES", "200")),
-    deadline=None,  # time is bounded below, per call, with our own clock
+    deadline=None,  # no clock in unit tests: test_hostile_sizes_are_linear counts the work instead
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-BOUND_S = 5.0  # generous for a loaded 2-core machine: these calls take well under 0.2 s
 CHAT_PREFIX = "<|im_start|>user\nSolve it.<|im_end|>\n<|im_start|>assistant\n"
 
 TAGS = [
@@ -63,13 +63,6 @@ def trace(draw: st.DrawFn) -> str:
     return "\n".join(parts) + draw(st.sampled_from(["<Answer>4</Answer>", "", "<Answer>"]))
 
 
-def timed(fn, *args):  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    out = fn(*args)
-    assert time.perf_counter() - t0 < BOUND_S, f"{fn.__name__} took {time.perf_counter() - t0:.2f}s"
-    return out
-
-
 @FUZZ
 @given(solution(), trace(), texts)
 @example(
@@ -82,7 +75,7 @@ def timed(fn, *args):  # type: ignore[no-untyped-def]
 @example("<Step1>a</Step1><Step2>b</Step2>", "<Step1>x</Step1><Step2><Cause>c<|im_end|></Cause><Correction>d"
          "</Correction></Step2>", "mine")  # fmt: skip
 def test_build_pair_properties(student: str, teacher: str, own_step: str) -> None:
-    pair, why = timed(build_pair, "p", CHAT_PREFIX, student, teacher, own_step)
+    pair, why = build_pair("p", CHAT_PREFIX, student, teacher, own_step)
     assert (pair is None) != (why is None)
     if pair is None:
         assert why in {"teacher_found_no_error", "teacher_step_incomplete", "step_not_in_student_solution",
@@ -112,7 +105,7 @@ def test_build_pair_properties(student: str, teacher: str, own_step: str) -> Non
 @FUZZ
 @given(solution(), st.integers(-3, 12))
 def test_prefix_before_step_properties(text: str, index: int) -> None:
-    prefix = timed(xmlformat.prefix_before_step, text, index)
+    prefix = xmlformat.prefix_before_step(text, index)
     steps = xmlformat.parse(text).steps
     if not 1 <= index <= len(steps):
         assert prefix is None
@@ -127,21 +120,28 @@ def test_prefix_before_step_properties(text: str, index: int) -> None:
 @FUZZ
 @given(texts, st.integers(1, 12))
 def test_step_block_is_one_closed_step(text: str, index: int) -> None:
-    block = timed(step_block, text, index)
+    block = step_block(text, index)
     assert block.lower().startswith(f"<step{index}>") and block.lower().endswith(f"</step{index}>")
 
 
-def test_hostile_sizes_are_bounded() -> None:
-    """Big inputs: 20000 opening tags, deeply unbalanced sub-blocks, a megabyte of text."""
-    floods = [
-        "<Step1>" * 20000,
-        "<Step1>" + "<Cause>" * 20000 + "</Step1>",
-        "".join(f"<Step{i}>x</Step{i}>" for i in range(1, 5001)),
-        "a" * 1_000_000,
-        "<" * 200_000,
-    ]
+FLOODS = {  # about k "units"; k = 20_000 gives the sizes the old timed test used (up to a megabyte)
+    "open steps": lambda k: "<Step1>" * k,
+    "unbalanced causes": lambda k: "<Step1>" + "<Cause>" * k + "</Step1>",
+    "many steps": lambda k: "".join(f"<Step{i}>x</Step{i}>" for i in range(1, k // 4 + 1)),
+    "plain text": lambda k: "a" * (50 * k),
+    "angles": lambda k: "<" * (10 * k),
+}
+
+
+@pytest.mark.parametrize("name", FLOODS)
+def test_hostile_sizes_are_linear(name: str) -> None:
+    """Big inputs as the student's text and as the teacher's trace: the work (steps counted in pair_builder.py
+    and xmlformat.py, tests/workcount.py) grows linearly; benchmarks/parser_speed.py measures the seconds."""
     trace_text = "<Step2>x<Cause>c</Cause><Correction>d</Correction></Step2>"
-    for flood in floods:
-        timed(build_pair, "p", CHAT_PREFIX, flood, trace_text, "mine")
-        timed(build_pair, "p", CHAT_PREFIX, "<Step1>a</Step1><Step2>b</Step2>", flood, flood)
-        timed(xmlformat.prefix_before_step, flood, 4000)
+
+    def all_three(flood: str) -> None:
+        build_pair("p", CHAT_PREFIX, flood, trace_text, "mine")
+        build_pair("p", CHAT_PREFIX, "<Step1>a</Step1><Step2>b</Step2>", flood, flood)
+        xmlformat.prefix_before_step(flood, 4000)
+
+    assert_linear(FLOODS[name], all_three, 1000, modules=(pair_builder, xmlformat))

@@ -73,7 +73,7 @@ def test_cli_rejects_a_bad_flag_in_one_line(tmp_path):
     from test_dpo_distributed import dpo_cli_env
 
     cmd = [sys.executable, *SFT_CLI, "--data", "x.jsonl", "--model", "m", "--out", str(tmp_path), "--batch-size", "0"]
-    done = subprocess.run(cmd, env=dpo_cli_env(), capture_output=True, text=True, timeout=120)
+    done = subprocess.run(cmd, env=dpo_cli_env(), capture_output=True, text=True, timeout=600)  # a hang guard
     assert done.returncode == 2
     assert done.stderr.strip() == "error: --batch-size: Input should be greater than or equal to 1"
 
@@ -100,7 +100,6 @@ def test_hsft_stage_under_fsdp_launch(tiny_model_dir, tmp_path):
 
 def test_other_ranks_neither_lock_nor_clear_the_stage_folder(tmp_path, monkeypatch):
     import threading
-    import time
 
     from supercorrect.config import RunConfig
     from supercorrect.io import run_lock
@@ -117,12 +116,18 @@ def test_other_ranks_neither_lock_nor_clear_the_stage_folder(tmp_path, monkeypat
         (stage.dir / "partial").write_text("stale work that rank 0 decides about")
         marker.write_text("stale\n")
         # Rank 0 marks the folder as prepared a little later; rank 1 must wait for it, not clear the folder.
-        rank0 = threading.Timer(0.5, lambda: marker.write_text(stage.fingerprint + "\n"))
-        t0 = time.time()
+        # (No clock: start() must not return before the marker is written, whenever that happens.)
+        prepared = threading.Event()
+
+        def rank0_prepares() -> None:
+            prepared.set()  # before the write: once the marker is there, the flag is
+            marker.write_text(stage.fingerprint + "\n")
+
+        rank0 = threading.Timer(0.5, rank0_prepares)
         rank0.start()
         stage.start()
+        assert prepared.is_set(), "rank 1 went on before rank 0 had prepared the folder"
         rank0.join()
-        assert time.time() - t0 >= 0.5
         assert (stage.dir / "partial").exists()
         stage.finish({})
         assert not stage.manifest_path.exists()  # rank 0 alone writes the manifest
