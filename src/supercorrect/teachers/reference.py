@@ -335,6 +335,24 @@ def _answer_value(text: str | None) -> Fraction | None:
 
 _HEADER = re.compile(r"^[ \t]{0,8}(?:#{1,6}[ \t]{0,3})?(?:\*\*)?[ \t]{0,3}(?:step[ \t]{0,3}\d{1,3}|\d{1,2}(?=[.)][ \t]))"
                      r"[ \t]{0,3}[:.)]?[ \t]{0,3}(?:\*\*)?", re.I | re.M)
+# A verification clause ("Check: 65 / 13 = 5.", "Let's verify: 5 * 13 = 65", "(check: 40 / 8 = 5)"): it re-derives
+# a number the step already has, so it is checked for a false equation but is never the step's result. It starts
+# at a line or sentence start (or after '(' / ';') and runs to the end of its line.
+_CHECK = re.compile(
+    r"(?:^|(?<=[.!;:(\n]))[ \t]{0,3}(?:\*\*)?[ \t]{0,3}(?:let'?s[ \t]{1,3}|let[ \t]us[ \t]{1,3}|to[ \t]{1,3})?"
+    r"(?:double[- ]?)?(?:check|verify|verification|sanity[ \t]check)(?:ing)?\b[^\n]{0,2000}",
+    re.I | re.M,
+)
+
+
+def _split_checks(body: str) -> tuple[str, str]:
+    """The step without its verification clauses, and the clauses (joined by newlines). Linear: one regex pass."""
+    checks = [m.group(0) for m in _CHECK.finditer(body)]
+    if not checks:
+        return body, ""
+    return _CHECK.sub(" ", body), "\n".join(checks)
+
+
 _ANSWER_IS = re.compile(rf"(?:answer\s{{0,3}}(?:is|:|=)|####)\s{{0,3}}:?[\s*]{{0,5}}[$\\]{{0,2}}\s{{0,3}}(-?(?:{_NUM}))", re.I)
 _SIGNED = re.compile(rf"(?<![\w)\]}}])-?(?:{_NUM})|(?:{_NUM})")
 _PARENS = re.compile(r"\([^()]{0,300}\)")
@@ -537,9 +555,12 @@ def locate_first_error(
 
     for i, body in enumerate(steps, 1):
         body = _HEADER.sub(" ", body)  # "## Step 3:" and "2." are labels, not quantities
+        body, checks = _split_checks(body)  # "Check: 65 / 13 = 5" verifies, it is not the step's result
         eqs = [e for e in _checked(body) if not e.algebra]
         algebra = any(e.algebra for e in find_equations(body))
         bad = next((e for e in eqs if e.ok is False), None)
+        if bad is None and checks:
+            bad = next((e for e in _checked(checks) if not e.algebra and e.ok is False), None)
         if bad is not None and bad.lhs_value is not None:
             lhs = bad.lhs.strip()
             cause = f"Step {i} computes {lhs} as {bad.rhs.strip()}, but {lhs} = {format_number(bad.lhs_value)}."
