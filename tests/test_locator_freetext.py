@@ -12,7 +12,7 @@ from supercorrect.arith import find_equations
 from supercorrect.data.loaders import gsm8k_row_to_problem
 from supercorrect.schema import Problem, RefStep
 from supercorrect.teachers.base import CorrectionRequest
-from supercorrect.teachers.reference import REASONS, ReferenceTeacher, locate_first_error
+from supercorrect.teachers.reference import REASONS, ReferenceTeacher, locate_first_error, student_answer
 
 GSM8K = {  # GSM8K test rows 4, 5, 8, 9, 10 (question, annotated solution)
     "wendi": ("Every day, Wendi feeds each of her chickens three cups of mixed chicken feed, containing seeds, mealworms "
@@ -97,7 +97,15 @@ CORRECT = {
         "Second month: \\(3 \\times 60 = 180\\) downloads.",
         "Third month: a 30% reduction gives \\(180 \\times (1 - 0.30) = 180 \\times 0.7 = 126\\) downloads.",
         "Total: \\(60 + 180 + 126 = 366\\).\n\n\\boxed{366}"]),
+    "no_box_inline_math_last": ("kylar", [
+        "He buys 16 glasses; 8 of them are discounted to 60% of 5 dollars, \\(0.6 \\times 5 = 3\\) dollars each.",
+        "Cost: \\(8 \\times 5 + 8 \\times 3 = 40 + 24 = 64\\)."]),
 }  # fmt: skip
+
+
+def test_inline_math_is_no_parenthesis_for_the_answer():
+    assert student_answer("", ["He buys 16 glasses.", "Cost: \\(40 + 24 = 64\\)."]) == "64"
+    assert student_answer("", ["She makes $18 every day (9 eggs x $2)."]) == "18"  # a real aside still is one
 
 
 @pytest.mark.parametrize("case", sorted(CORRECT))

@@ -356,12 +356,13 @@ def _split_checks(body: str) -> tuple[str, str]:
 _ANSWER_IS = re.compile(rf"(?:answer\s{{0,3}}(?:is|:|=)|####)\s{{0,3}}:?[\s*]{{0,5}}[$\\]{{0,2}}\s{{0,3}}(-?(?:{_NUM}))", re.I)
 _SIGNED = re.compile(rf"(?<![\w)\]}}])-?(?:{_NUM})|(?:{_NUM})")
 _PARENS = re.compile(r"\([^()]{0,300}\)")
+_INLINE_MATH = re.compile(r"\\[()]")
 
 
 def student_answer(raw: str, steps: list[str]) -> str | None:
     """The student's final answer: its <Answer> block, else the last \\boxed{} (of the raw text, else of the
     steps), else the number after the last "answer is" / "####", else the last number outside parentheses
-    ("$18 every day (9 eggs x $2)" gives 18). A boxed answer wins over numbers written after it."""
+    ("$18 every day (9 eggs x $2)" gives 18; LaTeX inline math `\\( ... \\)` is no parenthesis). A boxed answer wins over numbers written after it."""
     text = raw if raw.strip() else "\n".join(steps)
     found = extract_answer(text)
     if found.source != "last_number":
@@ -371,7 +372,8 @@ def student_answer(raw: str, steps: list[str]) -> str | None:
         said = m.group(1)
     if said is not None:
         return said
-    nums = _SIGNED.findall(_PARENS.sub(" ", text[-2000:]))
+    tail = _INLINE_MATH.sub("  ", text[-2000:])  # "\\(4 \\times 4 = 16\\)" is inline math, not an aside
+    nums = _SIGNED.findall(_PARENS.sub(" ", tail))
     return nums[-1] if nums else found.answer
 
 
