@@ -6,9 +6,13 @@ are tests, not tuning data: each states what a careful reader would label."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from supercorrect.arith import find_equations
+from supercorrect.cli import main
 from supercorrect.data.loaders import gsm8k_row_to_problem
 from supercorrect.schema import Problem, RefStep
 from supercorrect.teachers.base import CorrectionRequest
@@ -185,3 +189,22 @@ def test_equation_continued_on_the_next_line_is_one_claim():
 def test_aligned_latex_is_checked():
     text = "\\begin{aligned}\n3 \\times 3 &= 9 \\\\\n9 \\times 60 &= 560\n\\end{aligned}"
     assert eqs(text) == [("3 \\times 3", "9", True), ("9 \\times 60", "560", False)]
+
+
+# ----------------------------------------------------------------------------------------------- case file
+
+FREETEXT = Path(__file__).parent / "data" / "locate_freetext.jsonl"
+
+
+def test_freetext_case_file_through_the_bench(data_dir, tmp_path):
+    """`tests/data/locate_freetext.jsonl`: 43 hand-written solutions to GSM8K test problems 1-30 in the style of
+    stronger models (28 correct, one of them on an uncheckable problem; 15 with one clear error each). Written
+    after the locator's rules; the one bug they showed (an answer inside `\\( \\)` read as an aside) is fixed.
+    Every checked correct one must pass and every erroneous one be located (measured: 27/27, 15/15)."""
+    out = tmp_path / "bench"
+    assert main(["locate-bench", str(FREETEXT), "--reference", str(data_dir / "gsm8k" / "test.jsonl"),
+                 "--out", str(out)]) == 0  # fmt: skip
+    checked = json.loads((out / "summary.json").read_text())["checked"]
+    assert (checked["correct"], checked["erroneous"]) == (27, 15)
+    assert checked["false_alarms"] == 0 and checked["accuracy_correct"] == 1.0
+    assert checked["accuracy_erroneous"] == 1.0
