@@ -22,6 +22,8 @@ synthetic problems, GSM8K's `<<expr=value>>` annotations); any other problem get
   (`missing_step="own_k"`: one past the last step if that step computed something new), else the last step (1
   with no steps). For an arithmetic error whose right value is on the reference's route, the verdict also says
   how to fix the student's own step (`Verdict.fix`, `fix_result`): the teacher's `step_fix`.
+  A verification clause ("Check: 65 / 13 = 5.", the HT checkpoint's `<Key>` line; "Let's verify: ...") is
+  checked for a false equation but is never the step's result: it re-derives a number the step already has.
   What is not checked: algebra (a side with a variable: "10 - 4 = 1.5x", "x^{14} = ..."), LaTeX text
   (`\text{Total} = \$12`), claims cut off by words ("9 hours * 2/3 = 6") and definitions ("48 = 120% of
   x"). The final answer is the <Answer> block, else the last \boxed{}, else the last number.
