@@ -168,8 +168,11 @@ def test_check_clause_is_never_the_step_result():
     # a false check is still a false equation of that step
     v = locate_first_error(p, ["Mia bakes 5 * 13 = 65 cookies.\nCheck: 65 / 13 = 6.", *right[1:]], "66")
     assert (v.index, v.reason) == (1, "arithmetic_error")
-    # "checks" and "checked" are words, not a verification clause
+    # "checks" and "checked" are words, not a verification clause; "to check how many" (no colon) computes
     assert locate_first_error(p, ["She checks 5 * 13 = 65 cookies.", *right[1:]], "66").index is None
+    computes = [right[0], "To check how many are left, 65 - 15 = 62.", "With 16 more, she has 62 + 16 = 78 cookies."]
+    v = locate_first_error(p, computes, "78")
+    assert (v.index, v.reason) == (2, "arithmetic_error")
 
 
 # ----------------------------------------------------------------------------------------------- arith

@@ -339,10 +339,11 @@ _HEADER = re.compile(r"^[ \t]{0,8}(?:#{1,6}[ \t]{0,3})?(?:\*\*)?[ \t]{0,3}(?:ste
                      r"[ \t]{0,3}[:.)]?[ \t]{0,3}(?:\*\*)?", re.I | re.M)
 # A verification clause ("Check: 65 / 13 = 5.", "Let's verify: 5 * 13 = 65", "(check: 40 / 8 = 5)"): it re-derives
 # a number the step already has, so it is checked for a false equation but is never the step's result. It starts
-# at a line or sentence start (or after '(' / ';') and runs to the end of its line.
+# at a line or sentence start (or after '(' / ';') and runs to the end of its line. "check" needs its colon: "To
+# check how many are left, 10 - 3 = 7" computes, it does not verify.
 _CHECK = re.compile(
     r"(?:^|(?<=[.!;:(\n]))[ \t]{0,3}(?:\*\*)?[ \t]{0,3}(?:let'?s[ \t]{1,3}|let[ \t]us[ \t]{1,3}|to[ \t]{1,3})?"
-    r"(?:double[- ]?)?(?:check|verify|verification|sanity[ \t]check)(?:ing)?\b[^\n]{0,2000}",
+    r"(?:check(?:ing)?[ \t]{0,3}:|(?:double|sanity)[- \t]?check(?:ing)?\b|verif(?:y|ying|ication)\b)[^\n]{0,2000}",
     re.I | re.M,
 )
 
