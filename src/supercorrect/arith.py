@@ -401,23 +401,33 @@ def _run_len(text: str, i: int) -> int:
 
 
 def _runs(text: str) -> list[tuple[int, int]]:
-    """Maximal stretches of arithmetic characters that contain '=' or '≈'."""
-    runs, start, has_eq, i, n = [], -1, False, 0, len(text)
+    """Maximal stretches of arithmetic characters that contain '=' or '≈'. A stretch continued on the next line
+    ("9 \\times 60" then a line "= 540", or "3 + 4 =" then "7") is one stretch: only line breaks and spaces
+    between, and '=' or '≈' at the seam."""
+    found, start, i, n = [], -1, 0, len(text)
     while i < n:
         k = _run_len(text, i)
         if k:
             if start < 0:
-                start, has_eq = i, False
-            has_eq = has_eq or text[i] in "=≈"
+                start = i
             i += k
         else:
-            if start >= 0 and has_eq:
-                runs.append((start, i))
+            if start >= 0:
+                found.append((start, i))
             start = -1
             i += 1
-    if start >= 0 and has_eq:
-        runs.append((start, n))
-    return runs
+    if start >= 0:
+        found.append((start, n))
+    merged: list[tuple[int, int]] = []
+    for a, b in found:
+        if merged:
+            pa, pb = merged[-1]
+            gap, head, tail = text[pb:a], text[a:b].lstrip(), text[pa:pb].rstrip()
+            if "\n" in gap and not gap.strip() and (head[:1] in ("=", "≈") or tail[-1:] in ("=", "≈")):
+                merged[-1] = (pa, b)
+                continue
+        merged.append((a, b))
+    return [(a, b) for a, b in merged if any(c in "=≈" for c in text[a:b])]
 
 
 def _trim(text: str, a: int, b: int) -> tuple[int, int]:
@@ -459,7 +469,7 @@ def _values(s: str) -> list[Fraction | None]:
 
 
 _TEXT_CMD = re.compile(
-    r"\\(?:text|textbf|textit|textrm|texttt|mathrm|mathbf|mathit|mbox|operatorname|emph)\s{0,3}\{[^{}]{0,300}\}"
+    r"\\(?:text|textbf|textit|textrm|texttt|mathrm|mathbf|mathit|mbox|operatorname|emph|begin|end)\s{0,3}\{[^{}]{0,300}\}"
 )
 _SPACE_CMD = re.compile(r"\\(?:\[|\]|\(|\)|quad|qquad|displaystyle|;|,|!|:)")
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s{0,3}\{")
@@ -469,7 +479,7 @@ _APPROX = re.compile(r"\\approx(?![a-zA-Z])")
 def _mask(text: str) -> str:
     """`text` with LaTeX that is not arithmetic blanked, same length: `\\text{...}` and its kin become spaces
     (words, not numbers), `\\boxed{` and its closing brace become spaces (the content stays), `\\[ \\]
-    \\( \\)` and spacing commands become spaces, `\\approx` becomes '≈'. Linear: braces are matched in one
+    \\( \\)`, spacing commands and alignment '&' become spaces, `\\approx` becomes '≈'. Linear: braces are matched in one
     pass."""
     if "\\" not in text:
         return text
@@ -482,6 +492,9 @@ def _mask(text: str) -> str:
         blank(m.start(), m.end())
     for m in _SPACE_CMD.finditer(text):
         blank(m.start(), m.end())
+    for j, c in enumerate(text):  # alignment points of align/array environments ("3 \\times 3 &= 9")
+        if c == "&":
+            chars[j] = " "
     for m in _APPROX.finditer(text):
         blank(m.start(), m.end())
         chars[m.start()] = "≈"

@@ -22,6 +22,8 @@ synthetic problems, GSM8K's `<<expr=value>>` annotations); any other problem get
   (`missing_step="own_k"`: one past the last step if that step computed something new), else the last step (1
   with no steps). For an arithmetic error whose right value is on the reference's route, the verdict also says
   how to fix the student's own step (`Verdict.fix`, `fix_result`): the teacher's `step_fix`.
+  A verification clause ("Check: 65 / 13 = 5.", the HT checkpoint's `<Key>` line; "Let's verify: ...") is
+  checked for a false equation but is never the step's result: it re-derives a number the step already has.
   What is not checked: algebra (a side with a variable: "10 - 4 = 1.5x", "x^{14} = ..."), LaTeX text
   (`\text{Total} = \$12`), claims cut off by words ("9 hours * 2/3 = 6") and definitions ("48 = 120% of
   x"). The final answer is the <Answer> block, else the last \boxed{}, else the last number.
@@ -335,15 +337,35 @@ def _answer_value(text: str | None) -> Fraction | None:
 
 _HEADER = re.compile(r"^[ \t]{0,8}(?:#{1,6}[ \t]{0,3})?(?:\*\*)?[ \t]{0,3}(?:step[ \t]{0,3}\d{1,3}|\d{1,2}(?=[.)][ \t]))"
                      r"[ \t]{0,3}[:.)]?[ \t]{0,3}(?:\*\*)?", re.I | re.M)
+# A verification clause ("Check: 65 / 13 = 5.", "Let's verify: 5 * 13 = 65", "(check: 40 / 8 = 5)"): it re-derives
+# a number the step already has, so it is checked for a false equation but is never the step's result. It starts
+# at a line or sentence start (or after '(' / ';') and runs to the end of its line. "check" needs its colon: "To
+# check how many are left, 10 - 3 = 7" computes, it does not verify.
+_CHECK = re.compile(
+    r"(?:^|(?<=[.!;:(\n]))[ \t]{0,3}(?:\*\*)?[ \t]{0,3}(?:let'?s[ \t]{1,3}|let[ \t]us[ \t]{1,3}|to[ \t]{1,3})?"
+    r"(?:check(?:ing)?[ \t]{0,3}:|(?:double|sanity)[- \t]?check(?:ing)?\b|verif(?:y|ying|ication)\b)[^\n]{0,2000}",
+    re.I | re.M,
+)
+
+
+def _split_checks(body: str) -> tuple[str, str]:
+    """The step without its verification clauses, and the clauses (joined by newlines). Linear: one regex pass."""
+    checks = [m.group(0) for m in _CHECK.finditer(body)]
+    if not checks:
+        return body, ""
+    return _CHECK.sub(" ", body), "\n".join(checks)
+
+
 _ANSWER_IS = re.compile(rf"(?:answer\s{{0,3}}(?:is|:|=)|####)\s{{0,3}}:?[\s*]{{0,5}}[$\\]{{0,2}}\s{{0,3}}(-?(?:{_NUM}))", re.I)
 _SIGNED = re.compile(rf"(?<![\w)\]}}])-?(?:{_NUM})|(?:{_NUM})")
 _PARENS = re.compile(r"\([^()]{0,300}\)")
+_INLINE_MATH = re.compile(r"\\[()]")
 
 
 def student_answer(raw: str, steps: list[str]) -> str | None:
     """The student's final answer: its <Answer> block, else the last \\boxed{} (of the raw text, else of the
     steps), else the number after the last "answer is" / "####", else the last number outside parentheses
-    ("$18 every day (9 eggs x $2)" gives 18). A boxed answer wins over numbers written after it."""
+    ("$18 every day (9 eggs x $2)" gives 18; LaTeX inline math `\\( ... \\)` is no parenthesis). A boxed answer wins over numbers written after it."""
     text = raw if raw.strip() else "\n".join(steps)
     found = extract_answer(text)
     if found.source != "last_number":
@@ -353,7 +375,8 @@ def student_answer(raw: str, steps: list[str]) -> str | None:
         said = m.group(1)
     if said is not None:
         return said
-    nums = _SIGNED.findall(_PARENS.sub(" ", text[-2000:]))
+    tail = _INLINE_MATH.sub("  ", text[-2000:])  # "\\(4 \\times 4 = 16\\)" is inline math, not an aside
+    nums = _SIGNED.findall(_PARENS.sub(" ", tail))
     return nums[-1] if nums else found.answer
 
 
@@ -537,9 +560,12 @@ def locate_first_error(
 
     for i, body in enumerate(steps, 1):
         body = _HEADER.sub(" ", body)  # "## Step 3:" and "2." are labels, not quantities
+        body, checks = _split_checks(body)  # "Check: 65 / 13 = 5" verifies, it is not the step's result
         eqs = [e for e in _checked(body) if not e.algebra]
         algebra = any(e.algebra for e in find_equations(body))
         bad = next((e for e in eqs if e.ok is False), None)
+        if bad is None and checks:
+            bad = next((e for e in _checked(checks) if not e.algebra and e.ok is False), None)
         if bad is not None and bad.lhs_value is not None:
             lhs = bad.lhs.strip()
             cause = f"Step {i} computes {lhs} as {bad.rhs.strip()}, but {lhs} = {format_number(bad.lhs_value)}."
