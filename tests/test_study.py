@@ -4,6 +4,7 @@ changing the fingerprint of any existing spec), the equal-compute control `hsft-
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,12 +43,31 @@ def test_fingerprints_of_specs_without_skip_are_unchanged():
 
     cfg = _pin_config()
     assert sha256_json(cfg.data["train"].fingerprint())[:16] == "8da42718ccf567ba"
+    # With the seed hashed, as the stages were when `skip` came: the values of that time.
+    assert replace(evaluate.stage(cfg, "base"), seeded=True).fingerprint == "5f964265c47f696b"
+    # Since: the base model's greedy evaluation does not hash the training seed, so every seed shares it.
     assert templates.stage(cfg).fingerprint == "36ae8d3bd7683c8a"
-    assert evaluate.stage(cfg, "base").fingerprint == "5f964265c47f696b"
+    assert evaluate.stage(cfg, "base").fingerprint == "7d20bb2b078afc89"
     # A spec that does skip is a different set: its stages' fingerprints change.
     skipped = cfg.model_copy(update={"data": {**cfg.data, "train": cfg.data["train"].model_copy(update={"skip": 200})}})
     assert skipped.data["train"].fingerprint()["skip"] == 200
     assert templates.stage(skipped).fingerprint != "36ae8d3bd7683c8a"
+
+
+def test_seed_enters_only_the_stages_that_draw_from_it():
+    """Greedy evaluation of the base model and the templates do not depend on the training seed; sampling does,
+    and so does everything trained (its seed, and its inputs' fingerprints)."""
+    from supercorrect.stages import evaluate, hsft, sample, templates
+
+    a = _pin_config()
+    b = a.model_copy(update={"seed": 7})
+    assert evaluate.stage(a, "base").fingerprint == evaluate.stage(b, "base").fingerprint
+    assert evaluate.stage(a, "base", "cot").fingerprint == evaluate.stage(b, "base", "cot").fingerprint
+    assert sample.stage(a).config_hash != sample.stage(b).config_hash
+    assert hsft.stage(a).config_hash != hsft.stage(b).config_hash
+    # Sampled evaluation (`evaluate.samples`, drawn at seed + 1) makes the base model's evaluation seed-dependent.
+    sa, sb = (c.model_copy(update={"evaluate": c.evaluate.model_copy(update={"samples": 4})}) for c in (a, b))
+    assert evaluate.stage(sa, "base").fingerprint != evaluate.stage(sb, "base").fingerprint
 
 
 def test_skip_gives_a_disjoint_synthetic_set_with_unique_ids():
