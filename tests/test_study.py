@@ -44,14 +44,15 @@ def test_fingerprints_of_specs_without_skip_are_unchanged():
     cfg = _pin_config()
     assert sha256_json(cfg.data["train"].fingerprint())[:16] == "8da42718ccf567ba"
     # With the seed hashed, as the stages were when `skip` came: the values of that time.
+    assert replace(templates.stage(cfg), seeded=True).fingerprint == "36ae8d3bd7683c8a"
     assert replace(evaluate.stage(cfg, "base"), seeded=True).fingerprint == "5f964265c47f696b"
-    # Since: the base model's greedy evaluation does not hash the training seed, so every seed shares it.
-    assert templates.stage(cfg).fingerprint == "36ae8d3bd7683c8a"
+    # Since: neither hashes the training seed (deterministic teacher, greedy decoding), so every seed shares them.
+    assert templates.stage(cfg).fingerprint == "e5ff252477394d08"
     assert evaluate.stage(cfg, "base").fingerprint == "7d20bb2b078afc89"
     # A spec that does skip is a different set: its stages' fingerprints change.
     skipped = cfg.model_copy(update={"data": {**cfg.data, "train": cfg.data["train"].model_copy(update={"skip": 200})}})
     assert skipped.data["train"].fingerprint()["skip"] == 200
-    assert templates.stage(skipped).fingerprint != "36ae8d3bd7683c8a"
+    assert templates.stage(skipped).fingerprint != "e5ff252477394d08"
 
 
 def test_seed_enters_only_the_stages_that_draw_from_it():
@@ -61,6 +62,7 @@ def test_seed_enters_only_the_stages_that_draw_from_it():
 
     a = _pin_config()
     b = a.model_copy(update={"seed": 7})
+    assert templates.stage(a).fingerprint == templates.stage(b).fingerprint
     assert evaluate.stage(a, "base").fingerprint == evaluate.stage(b, "base").fingerprint
     assert evaluate.stage(a, "base", "cot").fingerprint == evaluate.stage(b, "base", "cot").fingerprint
     assert sample.stage(a).config_hash != sample.stage(b).config_hash
