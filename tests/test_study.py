@@ -250,6 +250,49 @@ def test_study_two_seeds_tiny(tmp_path, tiny_model_dir, capsys):
     assert {r["set"] for r in rows} == {"test"} and {r["seeds"] for r in rows} == {"0"}
 
 
+def test_study_computes_seed_independent_stages_once(tmp_path, tiny_model_dir, monkeypatch, capsys):
+    """A 2-seed study evaluates the base model once: seed 1's run gets seed 0's finished eval-base (and templates)
+    folder, its manifest holding the same fingerprint; a stage whose fingerprint differs is never copied."""
+    from supercorrect.stages import evaluate
+
+    calls = []
+    real = evaluate.run
+
+    def spy(cfg, tag="base", prompt=None):
+        calls.append((cfg.name, tag))
+        return real(cfg, tag, prompt)
+
+    monkeypatch.setattr(evaluate, "run", spy)
+    path = tiny_config(tmp_path, tiny_model_dir, ["eval-base", "templates", "report"], study={"seeds": [0, 1]})
+    res = study.run_study(path, "dev")
+    assert calls == [("tiny-s0", "base")]  # computed for the first seed only
+    s0, s1 = (c.run_dir for c in res.runs)
+    for name in ("eval-base", "templates"):
+        a, b = read_json(s0 / name / "manifest.json"), read_json(s1 / name / "manifest.json")
+        assert a["fingerprint"] == b["fingerprint"] and a["finished_at"] == b["finished_at"]
+        assert b["shared_from"] == {"run": "tiny-s0", "seed": 0, "dir": str(s0 / name)}
+        assert b["run"] == {"name": "tiny-s1", "variant": "tiny", "seed": 1} and "shared_from" not in a
+    assert (s0 / "eval-base" / "dev" / "samples.jsonl").read_bytes() == (s1 / "eval-base" / "dev" /
+                                                                        "samples.jsonl").read_bytes()
+    err = capsys.readouterr().err
+    assert "tiny-s1: stage eval-base shared from run tiny-s0" in err and "tiny-s1: stage templates shared" in err
+    assert "[eval-base] up to date, skipped" in err  # seed 1's pipeline found it finished
+    assert "Shared from another seed's run" in (s1 / "report" / "report.md").read_text()
+    md = (res.compare_dir / "compare.md").read_text()
+    assert "| tiny | base (HT prompt) | dev | pooled (0,1) | 8 |" in md
+
+    # Sampled evaluation draws from the seed: a third seed's eval-base has its own fingerprint and is not copied.
+    sampled = study.seed_configs(path, "dev", [2], {"evaluate.samples": 2})[0]
+    assert study.share_finished(sampled, res.runs) == [("templates", "tiny-s0")]
+    assert not (sampled.run_dir / "eval-base").exists()
+    # Nor is a finished stage whose manifest's fingerprint differs from the one this run computes.
+    man = read_json(s0 / "eval-base" / "manifest.json")
+    (s0 / "eval-base" / "manifest.json").write_text(json.dumps({**man, "fingerprint": "0" * 16}))
+    other = study.seed_configs(path, "dev", [3])[0]
+    assert study.share_finished(other, res.runs[:1]) == [("templates", "tiny-s0")]
+    assert not (other.run_dir / "eval-base").exists()
+
+
 def read_jsonl_csv(path: Path):
     import csv
 
