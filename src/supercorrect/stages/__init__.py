@@ -32,6 +32,19 @@ def versions() -> dict[str, str]:
     return out
 
 
+def knobs(cfg: RunConfig) -> dict[str, Any]:
+    """The data-budget knobs of the method (issue 12) as this run set them, recorded in every manifest so that a
+    model card, the report and `supercorrect compare` can name what stands behind each number from artifacts."""
+    return {
+        "sample.k": cfg.sample.k,
+        "correct.missing_step": cfg.correct.missing_step,
+        "pairs.context": cfg.pairs.context,
+        "pairs.chosen": cfg.pairs.chosen,
+        "cross_dpo.max_pairs": cfg.cross_dpo.max_pairs,
+        "cross_dpo.rpo_alpha": cfg.cross_dpo.rpo_alpha,
+    }
+
+
 @dataclass
 class Stage:
     """A stage's folder, fingerprint and manifest."""
@@ -117,6 +130,7 @@ class Stage:
             "counts": counts,
             # Who made this: `supercorrect compare` names the variant and seed of every number from these.
             "run": {"name": self.cfg.name, "variant": self.cfg.variant or self.cfg.name, "seed": self.cfg.seed},
+            "knobs": knobs(self.cfg),
             "seconds": round(time.time() - self.t0, 2),
             "versions": versions(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
