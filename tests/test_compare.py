@@ -95,7 +95,10 @@ def _row(rows, **want):
 def test_load_run_names_variant_seed_budget(runs):
     info = load_run(runs[1])
     assert (info.name, info.variant, info.seed) == ("study-a-s1", "variant-a", 1)
-    assert info.budget == {"train problems": 48, "templates kept": 45, "samples/problem": 2, "DPO pairs": "24/30"}
+    # The knobs as the stage that used them recorded them (stages.knobs in every manifest): this config's defaults.
+    assert info.budget == {"train problems": 48, "templates kept": 45, "samples/problem": 2, "DPO pairs": "24/30",
+                           "sample.k": 4, "pairs.context": "ht", "pairs.chosen": "cause_correction",
+                           "cross_dpo.max_pairs": None, "cross_dpo.rpo_alpha": 0.0}  # fmt: skip
     assert set(info.outcomes) == {"base", "hsft", "hsft+sc", "cross-dpo"}
     assert sum(info.outcomes["cross-dpo"]["test"].values()) == 14 + 6
 
@@ -142,7 +145,8 @@ def test_compare_markdown_and_files(runs, tmp_path):
     md = to_markdown(cmp)
     for run in runs:
         assert str(run) in md
-    assert "| variant-a | 0 | train problems 48, templates kept 45, samples/problem 2, DPO pairs 24/30 |" in md
+    assert ("| variant-a | 0 | train problems 48, templates kept 45, samples/problem 2, DPO pairs 24/30, sample.k 4, "
+            "pairs.context ht, pairs.chosen cause_correction, cross_dpo.max_pairs all, cross_dpo.rpo_alpha 0.0 |") in md
     assert "| variant-a | HSFT + Cross-DPO | test | seed 0 | 40 | 65.0 [" in md
     line = next(x for x in md.splitlines() if x.startswith("| variant-a | HSFT + Cross-DPO | test | seed 0 |"))
     assert "| HSFT | +25.0 | [" in line and "| 12 / 2 | 0.0129 |" in line

@@ -146,6 +146,16 @@ def test_stage2_and_baselines_tiny(tmp_path, tiny_model_dir):
     assert (run / "cross-dpo" / "model" / "config.json").exists()
     assert (run / "cot-sft" / "model" / "config.json").exists()
     assert (run / "instance-dpo" / "model" / "config.json").exists()
+    # Every trained model's card names its run, variant, training seed and data budget (issue 12).
+    for name in ("hsft", "cross-dpo", "cot-sft", "instance-dpo"):
+        card = (run / name / "model" / "README.md").read_text()
+        for want in ("- run: `tiny`", "- variant: `tiny`", "- training seed: 0", "| training problems | 12 |",
+                     "| sample.k | 2 |", "| pairs.context | ht |", "| pairs.chosen | cause_correction |",
+                     "| correct.missing_step | own_k |", "| cross_dpo.rpo_alpha | 0.0 |"):  # fmt: skip
+            assert want in card, (name, want)
+    xdpo_card = (run / "cross-dpo" / "model" / "README.md").read_text()
+    assert "| trained on | 4 pairs, 6 pairs available |" in xdpo_card and "| cross_dpo.max_pairs | 4 |" in xdpo_card
+    assert "| pairs built | 6 |" in xdpo_card
     man = read_json(run / "pairs" / "manifest.json")
     assert man["counts"]["prefix_to_completion_ratio"] > 1
     # The report draws every training stage's curves and writes the HTML page with the stage-2 browser.

@@ -132,12 +132,43 @@ class RunInfo:
 
     @property
     def budget_text(self) -> str:
-        return ", ".join(f"{k} {v}" for k, v in self.budget.items()) or "-"
+        shown = {k: "all" if v is None and k.endswith("max_pairs") else v for k, v in self.budget.items()}
+        return ", ".join(f"{k} {v}" for k, v in shown.items()) or "-"
 
 
 def _counts(run_dir: Path, stage: str) -> dict:
     m = run_dir / stage / "manifest.json"
     return read_json(m).get("counts", {}) if m.exists() else {}
+
+
+# Each data-budget knob (stages.knobs) as recorded by the stage that used it (the first of these that finished).
+KNOB_STAGES: dict[str, tuple[str, ...]] = {
+    "sample.k": ("sample",),
+    "correct.missing_step": ("correct",),
+    "pairs.context": ("pairs",),
+    "pairs.chosen": ("pairs",),
+    "cross_dpo.max_pairs": ("cross-dpo", "instance-dpo"),
+    "cross_dpo.rpo_alpha": ("cross-dpo", "instance-dpo"),
+}
+
+
+def _knobs(run_dir: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, stages in KNOB_STAGES.items():
+        for stage in stages:
+            m = run_dir / stage / "manifest.json"
+            if not m.exists():
+                continue
+            man = read_json(m)
+            recorded = man.get("knobs") or {}
+            if key in recorded:
+                out[key] = recorded[key]
+            elif key.startswith("pairs.") and key.split(".")[1] in (man.get("counts") or {}):
+                out[key] = man["counts"][key.split(".")[1]]  # pairs manifests from before `knobs` was recorded
+            else:
+                continue
+            break
+    return out
 
 
 def load_run(run_dir: str | Path) -> RunInfo:
@@ -162,6 +193,10 @@ def load_run(run_dir: str | Path) -> RunInfo:
         budget["DPO pairs"] = f"{xdpo.get('pairs')}/{xdpo.get('pairs_available')}"
     elif pairs:
         budget["DPO pairs"] = pairs.get("pairs")
+    idpo = _counts(run_dir, "instance-dpo")
+    if idpo:
+        budget["instance-DPO pairs"] = f"{idpo.get('pairs')}/{idpo.get('pairs_available')}"
+    budget.update(_knobs(run_dir))
     return RunInfo(
         path=run_dir,
         name=ident.get("name", run_dir.name),

@@ -276,6 +276,12 @@ def run(cfg: RunConfig) -> dict:
     # What `compare` reads too: the numbers below come from this variant, seed and data budget.
     budget = load_run(run_dir).budget_text if any(run_dir.glob("*/manifest.json")) else "-"
     parts.append(f"Variant: `{cfg.variant or cfg.name}`; training seed: {cfg.seed}; data budget: {budget}\n")
+    shared = [(m.parent.name, read_json(m).get("shared_from")) for m in sorted(run_dir.glob("*/manifest.json"))]
+    if shared := [(name, src) for name, src in shared if src]:
+        parts.append("Shared from another seed's run (these stages do not depend on the training seed; copied "
+                     "because their fingerprints are equal): "
+                     + ", ".join(f"`{name}` from run `{src.get('run')}` (seed {src.get('seed')})" for name, src in shared)
+                     + "\n")  # fmt: skip
     teacher_note = ""
     tmpl = run_dir / "templates" / "manifest.json"
     if tmpl.exists():

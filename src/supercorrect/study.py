@@ -12,13 +12,17 @@ pools them), evaluated in one of two phases:
 - `--phase test`: evaluation on the config's own `evaluate.sets`, run once at the end with the chosen settings.
 
 Each seed is an ordinary run (pipeline.run_pipeline): finished stages are skipped and a killed stage resumes, so
-a killed study resumes by running the same command again. The training stages' fingerprints do not depend on the
+a killed study resumes by running the same command again. A stage that does not depend on the training seed
+(its fingerprint leaves the seed out: the base model's greedy evaluation, the templates) is computed once: before
+a seed's run starts, each such stage another seed's run has finished with the very same fingerprint is copied
+into it (`share_finished`), the manifest's fingerprint being the proof that it is the same work. The training stages' fingerprints do not depend on the
 evaluation sets, so the two phases share every trained model; only the `eval-*` stages are redone. The table is
 written to `<run_root>/<name>-<phase>-compare/` (compare.md, compare.csv, compare.png).
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,7 @@ from typing import Any, Literal
 from . import compare
 from .config import RunConfig, load_config
 from .errors import UserError
+from .io import read_json, run_lock, write_json
 from .pipeline import run_pipeline
 
 Phase = Literal["dev", "test"]
@@ -102,12 +107,64 @@ def compare_dir(path: str | Path, phase: Phase, overrides: dict[str, Any] | None
     return base.run_dir.parent / f"{base.name}-{phase}-compare"
 
 
+def share_finished(cfg: RunConfig, others: list[RunConfig]) -> list[tuple[str, str]]:
+    """Copy into `cfg`'s run every stage of its pipeline that it has not finished and that one of `others` (the
+    other seeds' runs) has finished with the same fingerprint. Stages are taken in pipeline order, so a shared
+    stage can make the next one's fingerprint computable and equal. Returns [(stage, run it came from)].
+
+    Only a finished stage (a manifest) whose fingerprint equals the one this run computes is copied; a stage
+    whose fingerprint differs (one that hashes the seed, or any config difference) never is. The copy's manifest
+    names this run (`run`) and where it came from (`shared_from`); the `report` stage (always redone) is never
+    shared."""
+    from .pipeline import stages_of
+    from .stages.registry import STAGES
+
+    shared: list[tuple[str, str]] = []
+    lock = run_lock(cfg.run_dir)
+    try:
+        for name in stages_of(cfg):
+            d = STAGES[name]
+            if d.always:
+                continue
+            try:
+                st = d.make(cfg)
+                fp = st.fingerprint  # needs the upstream manifests: not computable before they exist
+            except (UserError, OSError, ValueError, KeyError):
+                continue
+            if st.is_done():
+                continue
+            for other in others:
+                src = other.run_dir / name
+                try:
+                    man = read_json(src / "manifest.json")
+                except (OSError, ValueError):
+                    continue
+                if man.get("fingerprint") != fp:
+                    continue
+                tmp = cfg.run_dir / f".{name}.sharing"
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(src, tmp)
+                man["shared_from"] = {"run": other.name, "seed": other.seed, "dir": str(src)}
+                man["run"] = {"name": cfg.name, "variant": cfg.variant or cfg.name, "seed": cfg.seed}
+                write_json(tmp / "manifest.json", man)
+                shutil.rmtree(st.dir, ignore_errors=True)  # unfinished work of this run, if any
+                tmp.rename(st.dir)
+                shared.append((name, other.name))
+                print(f"[study] {cfg.name}: stage {name} shared from run {other.name} (same fingerprint {fp}; "
+                      "it does not depend on the seed), not recomputed", file=sys.stderr, flush=True)
+                break
+    finally:
+        lock.release()
+    return shared
+
+
 def run_study(path: str | Path, phase: Phase = "dev", seeds: list[int] | None = None,
               overrides: dict[str, Any] | None = None) -> StudyResult:  # fmt: skip
     """Run (or resume) every seed's pipeline in turn, then write the compare table over the seed runs."""
     cfgs = seed_configs(path, phase, seeds, overrides)
     for i, cfg in enumerate(cfgs, 1):
         print(f"[study] {phase} phase, seed {cfg.seed} ({i}/{len(cfgs)}): run {cfg.name}", file=sys.stderr, flush=True)
+        share_finished(cfg, [c for c in cfgs if c is not cfg])
         run_pipeline(cfg)
     out = compare_dir(path, phase, overrides)
     result = compare.compare_runs([c.run_dir for c in cfgs], compare.Settings.of(cfgs[0]))

@@ -32,6 +32,19 @@ def versions() -> dict[str, str]:
     return out
 
 
+def knobs(cfg: RunConfig) -> dict[str, Any]:
+    """The data-budget knobs of the method (issue 12) as this run set them, recorded in every manifest so that a
+    model card, the report and `supercorrect compare` can name what stands behind each number from artifacts."""
+    return {
+        "sample.k": cfg.sample.k,
+        "correct.missing_step": cfg.correct.missing_step,
+        "pairs.context": cfg.pairs.context,
+        "pairs.chosen": cfg.pairs.chosen,
+        "cross_dpo.max_pairs": cfg.cross_dpo.max_pairs,
+        "cross_dpo.rpo_alpha": cfg.cross_dpo.rpo_alpha,
+    }
+
+
 @dataclass
 class Stage:
     """A stage's folder, fingerprint and manifest."""
@@ -41,6 +54,10 @@ class Stage:
     sections: tuple[str, ...] = ()  # config sections this stage depends on
     inputs: tuple[str, ...] = ()  # upstream stages whose artifacts it reads
     extra: dict[str, Any] = field(default_factory=dict)  # anything else that changes the result
+    # Whether the run's training `seed` can change what the stage writes. A stage that draws nothing from it
+    # (greedy evaluation of the base model, a deterministic or content-cached teacher) does not hash it, so the
+    # seeds of a study share it (study.py copies the finished folder instead of recomputing it).
+    seeded: bool = True
     t0: float = field(default_factory=time.time)
 
     @property
@@ -58,11 +75,15 @@ class Stage:
         return read_json(path)
 
     @property
+    def config_hash(self) -> str:
+        return self.cfg.section_hash(*(("seed",) if self.seeded else ()), *self.sections)
+
+    @property
     def fingerprint(self) -> str:
         return sha256_json(
             {
                 "stage": self.name,
-                "config": self.cfg.section_hash("seed", *self.sections),
+                "config": self.config_hash,
                 "inputs": {n: self.upstream(n)["fingerprint"] for n in self.inputs},
                 "extra": self.extra,
             }
@@ -104,11 +125,12 @@ class Stage:
         manifest = {
             "stage": self.name,
             "fingerprint": self.fingerprint,
-            "config_hash": self.cfg.section_hash("seed", *self.sections),
+            "config_hash": self.config_hash,
             "inputs": list(self.inputs),
             "counts": counts,
             # Who made this: `supercorrect compare` names the variant and seed of every number from these.
             "run": {"name": self.cfg.name, "variant": self.cfg.variant or self.cfg.name, "seed": self.cfg.seed},
+            "knobs": knobs(self.cfg),
             "seconds": round(time.time() - self.t0, 2),
             "versions": versions(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),

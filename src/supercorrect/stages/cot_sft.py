@@ -13,7 +13,7 @@ from ..io import read_jsonl, write_jsonl
 from ..schema import Problem
 from ..trainers.sft import train_sft
 from . import Stage
-from .common import StageDef, model_path
+from .common import StageDef, model_card, model_path, write_model_card
 
 
 def cot_solution(p: Problem) -> str:
@@ -40,6 +40,12 @@ def run(cfg: RunConfig) -> dict:
     rows = [{"prompt": prompts.render("cot", problem=p.question), "completion": cot_solution(p)} for p in problems]
     write_jsonl(st.dir / "cot_sft.jsonl", rows)
     metrics = train_sft(base, rows, st.dir, cfg.hsft, seed=cfg.seed, dtype=cfg.student.dtype)
+    write_model_card(st, model_card(
+        cfg, f"{cfg.name}: CoT SFT student (baseline)", cfg.student.model,
+        f"{len(rows)} plain chain-of-thought reference solutions (`{st.dir / 'cot_sft.jsonl'}`), the problems whose "
+        "templates HSFT kept.",
+        {"examples": len(rows)}, cfg.hsft.model_dump(mode="json"), metrics,
+    ))  # fmt: skip
     return st.finish({"examples": len(rows), "steps": metrics["steps"]}, metrics=metrics)
 
 

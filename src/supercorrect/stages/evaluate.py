@@ -95,6 +95,11 @@ def stage(cfg: RunConfig, tag: str, prompt: str | None = None) -> Stage:
         name,
         sections=("evaluate", "generation"),
         inputs=(tag,) if tag != "base" else (),
+        # The base model's evaluation draws nothing from the training seed when it only decodes greedily: the
+        # greedy and self-correction passes are argmax decoding, the error-location teacher and the judge take no
+        # seed. Only `evaluate.samples` (sampled at seed + 1) makes it seed-dependent. (A trained model's
+        # evaluation depends on the seed through its input's fingerprint anyway.)
+        seeded=tag != "base" or bool(cfg.evaluate.samples),
         extra={"prompt": prompt, "data": specs, "model": cfg.student.model if tag == "base" else tag,
                **({"extractor": cfg.grading.extractor} if cfg.grading.extractor != "default" else {})},
     )

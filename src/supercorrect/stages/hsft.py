@@ -6,30 +6,16 @@ writes `hsft/model/` with a model card stating the data, the config and the trai
 
 from __future__ import annotations
 
-import json
-
 from ..config import RunConfig
 from ..errors import UserError
-from ..io import atomic_write_text, read_jsonl
+from ..io import read_jsonl
 from ..trainers.sft import train_sft
 from . import Stage
-from .common import StageDef, model_path
+from .common import StageDef, model_card, model_path, write_model_card
 
 
 def stage(cfg: RunConfig) -> Stage:
     return Stage(cfg, "hsft", sections=("student", "hsft"), inputs=("templates",))
-
-
-def model_card(title: str, base: str, data_desc: str, train_cfg: dict, metrics: dict) -> str:
-    shown = {k: v for k, v in metrics.items() if k != "loss_curve"}
-    return (
-        f"---\nlibrary_name: transformers\nbase_model: {base}\ntags: [supercorrect, math, trl]\n---\n\n"
-        f"# {title}\n\nFine-tuned with supercorrect from `{base}`.\n\n"
-        f"## Data\n{data_desc}\n\n"
-        f"## Training config\n```json\n{json.dumps(train_cfg, indent=2)}\n```\n\n"
-        f"## Training figures\n```json\n{json.dumps(shown, indent=2)}\n```\n\n"
-        "Evaluation scores are added by the `evaluate` stage in the run's report (`report/report.md`).\n"
-    )
 
 
 def run(cfg: RunConfig) -> dict:
@@ -42,15 +28,16 @@ def run(cfg: RunConfig) -> dict:
     st.start()
     metrics = train_sft(base, rows, st.dir, cfg.hsft, seed=cfg.seed, dtype=cfg.student.dtype)
     card = model_card(
+        cfg,
         f"{cfg.name}: HSFT student",
         cfg.student.model,
         f"{len(rows)} hierarchical thought templates from `{cfg.run_dir / 'templates' / 'hsft.jsonl'}` "
-        f"(teacher: {cfg.teacher.kind}{' ' + cfg.teacher.model if cfg.teacher.model else ''}). "
-        f"Run `{cfg.name}`, variant `{cfg.variant or cfg.name}`, training seed {cfg.seed}.",
+        f"(teacher: {cfg.teacher.kind}{' ' + cfg.teacher.model if cfg.teacher.model else ''}).",
+        {"examples": len(rows)},
         cfg.hsft.model_dump(mode="json"),
         metrics,
     )
-    atomic_write_text(st.dir / "model" / "README.md", card)
+    write_model_card(st, card)
     print(
         f"[hsft] {metrics['steps']} steps, loss {metrics['first_loss']} -> {metrics['last_loss']}, "
         f"{metrics['tokens_per_second']} tokens/s",

@@ -18,11 +18,10 @@ import sys
 
 from ..config import RunConfig
 from ..errors import UserError
-from ..io import atomic_write_text, read_jsonl
+from ..io import read_jsonl
 from ..trainers.sft import train_sft
 from . import Stage
-from .common import StageDef, model_path
-from .hsft import model_card
+from .common import StageDef, model_card, model_path, write_model_card
 
 
 def stage(cfg: RunConfig) -> Stage:
@@ -53,15 +52,16 @@ def run(cfg: RunConfig) -> dict:
     if metrics["steps"] != steps:  # the point of the stage: say so loudly if the trainer did not honour it
         print(f"[hsft-more] warning: trained {metrics['steps']} steps, cross-dpo took {steps}", file=sys.stderr)
     card = model_card(
+        cfg,
         f"{cfg.name}: HSFT student trained further (equal-compute control)",
         cfg.student.model,
         f"The HSFT student (`{start}`) trained for {steps} more optimizer steps (as many as Cross-DPO took) on the same "
-        f"{len(rows)} hierarchical thought templates (`{data}`). "
-        f"Run `{cfg.name}`, variant `{cfg.variant or cfg.name}`, training seed {cfg.seed}.",
+        f"{len(rows)} hierarchical thought templates (`{data}`).",
+        {"examples": len(rows), "optimizer steps": steps},
         cfg.hsft.model_dump(mode="json"),
         metrics,
     )
-    atomic_write_text(st.dir / "model" / "README.md", card)
+    write_model_card(st, card)
     print(f"[hsft-more] {metrics['steps']} steps (cross-dpo: {steps}), loss {metrics['first_loss']} -> "
           f"{metrics['last_loss']}", flush=True)  # fmt: skip
     return st.finish({"examples": len(rows), "steps": metrics["steps"], "cross_dpo_steps": steps},
