@@ -46,23 +46,24 @@ def test_fingerprints_of_specs_without_skip_are_unchanged():
     # With the seed hashed, as the stages were when `skip` came: the values of that time.
     assert replace(templates.stage(cfg), seeded=True).fingerprint == "36ae8d3bd7683c8a"
     assert replace(evaluate.stage(cfg, "base"), seeded=True).fingerprint == "5f964265c47f696b"
-    # Since: neither hashes the training seed (deterministic teacher, greedy decoding), so every seed shares them.
-    assert templates.stage(cfg).fingerprint == "e5ff252477394d08"
+    # Since: greedy evaluation of the base model does not hash the training seed, so every seed shares it. The
+    # templates stage keeps the seed (dropping it would redo every finished stage downstream of it).
+    assert templates.stage(cfg).fingerprint == "36ae8d3bd7683c8a"
     assert evaluate.stage(cfg, "base").fingerprint == "7d20bb2b078afc89"
     # A spec that does skip is a different set: its stages' fingerprints change.
     skipped = cfg.model_copy(update={"data": {**cfg.data, "train": cfg.data["train"].model_copy(update={"skip": 200})}})
     assert skipped.data["train"].fingerprint()["skip"] == 200
-    assert templates.stage(skipped).fingerprint != "e5ff252477394d08"
+    assert templates.stage(skipped).fingerprint != "36ae8d3bd7683c8a"
 
 
 def test_seed_enters_only_the_stages_that_draw_from_it():
-    """Greedy evaluation of the base model and the templates do not depend on the training seed; sampling does,
-    and so does everything trained (its seed, and its inputs' fingerprints)."""
+    """Greedy evaluation of the base model does not depend on the training seed; sampling does, and so does
+    everything trained (its seed, and its inputs' fingerprints). The templates stage keeps the seed hashed."""
     from supercorrect.stages import evaluate, hsft, sample, templates
 
     a = _pin_config()
     b = a.model_copy(update={"seed": 7})
-    assert templates.stage(a).fingerprint == templates.stage(b).fingerprint
+    assert templates.stage(a).fingerprint != templates.stage(b).fingerprint
     assert evaluate.stage(a, "base").fingerprint == evaluate.stage(b, "base").fingerprint
     assert evaluate.stage(a, "base", "cot").fingerprint == evaluate.stage(b, "base", "cot").fingerprint
     assert sample.stage(a).config_hash != sample.stage(b).config_hash
@@ -252,7 +253,7 @@ def test_study_two_seeds_tiny(tmp_path, tiny_model_dir, capsys):
 
 def test_study_computes_seed_independent_stages_once(tmp_path, tiny_model_dir, monkeypatch, capsys):
     """A 2-seed study evaluates the base model once: seed 1's run gets seed 0's finished eval-base (and templates)
-    folder, its manifest holding the same fingerprint; a stage whose fingerprint differs is never copied."""
+    folder, its manifest holding the same fingerprint (templates, which hash the seed, are not shared); a stage whose fingerprint differs is never copied."""
     from supercorrect.stages import evaluate
 
     calls = []
@@ -267,7 +268,7 @@ def test_study_computes_seed_independent_stages_once(tmp_path, tiny_model_dir, m
     res = study.run_study(path, "dev")
     assert calls == [("tiny-s0", "base")]  # computed for the first seed only
     s0, s1 = (c.run_dir for c in res.runs)
-    for name in ("eval-base", "templates"):
+    for name in ("eval-base",):
         a, b = read_json(s0 / name / "manifest.json"), read_json(s1 / name / "manifest.json")
         assert a["fingerprint"] == b["fingerprint"] and a["finished_at"] == b["finished_at"]
         assert b["shared_from"] == {"run": "tiny-s0", "seed": 0, "dir": str(s0 / name)}
@@ -275,7 +276,7 @@ def test_study_computes_seed_independent_stages_once(tmp_path, tiny_model_dir, m
     assert (s0 / "eval-base" / "dev" / "samples.jsonl").read_bytes() == (s1 / "eval-base" / "dev" /
                                                                         "samples.jsonl").read_bytes()
     err = capsys.readouterr().err
-    assert "tiny-s1: stage eval-base shared from run tiny-s0" in err and "tiny-s1: stage templates shared" in err
+    assert "tiny-s1: stage eval-base shared from run tiny-s0" in err and "stage templates shared" not in err
     assert "[eval-base] up to date, skipped" in err  # seed 1's pipeline found it finished
     assert "Shared from another seed's run" in (s1 / "report" / "report.md").read_text()
     md = (res.compare_dir / "compare.md").read_text()
@@ -283,13 +284,13 @@ def test_study_computes_seed_independent_stages_once(tmp_path, tiny_model_dir, m
 
     # Sampled evaluation draws from the seed: a third seed's eval-base has its own fingerprint and is not copied.
     sampled = study.seed_configs(path, "dev", [2], {"evaluate.samples": 2})[0]
-    assert study.share_finished(sampled, res.runs) == [("templates", "tiny-s0")]
+    assert study.share_finished(sampled, res.runs) == []
     assert not (sampled.run_dir / "eval-base").exists()
     # Nor is a finished stage whose manifest's fingerprint differs from the one this run computes.
     man = read_json(s0 / "eval-base" / "manifest.json")
     (s0 / "eval-base" / "manifest.json").write_text(json.dumps({**man, "fingerprint": "0" * 16}))
     other = study.seed_configs(path, "dev", [3])[0]
-    assert study.share_finished(other, res.runs[:1]) == [("templates", "tiny-s0")]
+    assert study.share_finished(other, res.runs[:1]) == []
     assert not (other.run_dir / "eval-base").exists()
 
 

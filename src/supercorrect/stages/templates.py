@@ -24,11 +24,10 @@ from .common import StageDef
 
 def stage(cfg: RunConfig) -> Stage:
     spec = cfg.data.get(cfg.templates.data)
-    # No seed: the rule-based reference teacher is deterministic, and an LLM teacher's requests carry no seed
-    # (they are cached by their content), so every training seed of a study gets the same templates.
+    # The seed stays hashed although the reference teacher is deterministic: dropping it would change the
+    # fingerprint of every finished stage downstream (hsft onwards), and the templates stage costs next to nothing.
     return Stage(
         cfg, "templates", sections=("teacher", "templates"), extra={"data": spec.fingerprint() if spec else None},
-        seeded=False,
     )
 
 
