@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dev: evaluate on the dev set only (choose settings here); test: the config's evaluate.sets, "
                    "once at the end (default dev)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    p.add_argument("--jobs", type=int, default=1, help="seeds run side by side as child processes, logs in "
+                   "<run_root>/<run>.log (default 1: in turn; on a GPU keep 1)")
+    p.add_argument("--threads", type=int, help="torch threads per job (default: cores // jobs, at least 1)")
+    p.add_argument("--only-seed", type=int, help=argparse.SUPPRESS)  # one child of --jobs N
+    p.add_argument("--only-stages", help=argparse.SUPPRESS)
     sub.add_parser("stages", help="list the stages")
     sub.add_parser("recipes", help="list the recipes (a run config picks one with `recipe:`)")
     p = sub.add_parser("export", help="write a run's templates, corrections and pairs as HF datasets with cards")
@@ -199,10 +204,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
 
     if args.command == "study":
-        from .study import parse_seeds, run_study
+        from .study import parse_seeds, run_one_seed, run_study
 
         seeds = parse_seeds(args.seeds) if args.seeds else None
-        result = run_study(args.config, args.phase, seeds, _overrides(args.set))
+        if args.only_seed is not None:
+            only = args.only_stages.split(",") if args.only_stages else None
+            run_one_seed(args.config, args.phase, seeds, _overrides(args.set), args.only_seed, only, args.threads)
+            return 0
+        result = run_study(args.config, args.phase, seeds, _overrides(args.set), args.jobs, args.threads)
         print(result.paths["markdown"].read_text(encoding="utf-8"))
         for kind, path in result.paths.items():
             print(f"[study] {kind}: {path}", file=sys.stderr)
