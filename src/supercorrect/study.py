@@ -264,6 +264,8 @@ def _log_tail(log: Path, n: int = 15) -> str:
 
 def _run_children(path: str | Path, phase: Phase, cfgs: list[RunConfig], overrides: dict[str, Any], jobs: int,
                   threads: int) -> None:  # fmt: skip
+    from .stages.registry import STAGES
+
     logs = {c.seed: c.run_dir.parent / f"{c.name}.log" for c in cfgs}
     failures: list[str] = []
 
@@ -288,7 +290,7 @@ def _run_children(path: str | Path, phase: Phase, cfgs: list[RunConfig], overrid
         failures.append(msg)
         return False
 
-    first = seed_independent_stages(cfgs)
+    first = [n for n in seed_independent_stages(cfgs) if not STAGES[n].make(cfgs[0]).is_done()]
     if first:
         print(f"[study] seed {cfgs[0].seed}: seed-independent stages {', '.join(first)} first, {threads * jobs} "
               f"threads, so the other seeds share them (log {logs[cfgs[0].seed]})", file=sys.stderr, flush=True)  # fmt: skip
