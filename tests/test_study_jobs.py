@@ -87,3 +87,10 @@ def test_child_command_round_trips_overrides(tmp_path):
     args = build_parser().parse_args(cmd[3:])
     assert (args.config, args.phase, args.seeds, args.only_seed, args.threads) == (str(path), "test", "0,3", 3, 1)
     assert _overrides(args.set) == overrides and args.only_stages == "eval-base"
+
+
+def test_jobs_and_threads_must_be_positive(tmp_path, capsys):
+    path = tmp_path / "x.yaml"
+    path.write_text("name: x\n")
+    assert main(["study", str(path), "--jobs", "0"]) == 2
+    assert "--jobs and --threads must be at least 1" in capsys.readouterr().err
