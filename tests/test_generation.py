@@ -76,20 +76,26 @@ def fp32_engines(tiny_model_dir):
 PROMPTS = [f"Problem {i}: what is {i} plus {i * i}? " * (1 + i % 3) for i in range(7)]
 
 
+def assert_greedy_is_stock(stock, ours, prompts, stop) -> None:
+    """Greedy on `prompts`: the decode engine's completions equal `model.generate`'s; with stop strings taken
+    from the middle of two outputs ("from the outputs"), those rows really stopped early."""
+    if stop == "from the outputs":
+        texts = [c[0].text for c in ours.generate(prompts, SamplingSettings(max_new_tokens=24))]
+        stop = tuple(t[len(t) // 2 : len(t) // 2 + 3] for t in (texts[1], texts[4]) if len(t) > 6)
+    s = SamplingSettings(max_new_tokens=24, stop=stop)
+    a, b = stock.generate(prompts, s), ours.generate(prompts, s)
+    assert a == b
+    if len(stop) == 2:
+        assert sum(c[0].finish == "stop" for c in b) >= 2  # the early-stop path really ran
+
+
 @pytest.mark.parametrize("stop", [(), "from the outputs", ("</Answer>",)])
 def test_decode_engine_greedy_is_stock_generate(fp32_engines, stop):
     """Greedy: same text, token count and finish as `model.generate`, also when sequences stop early (stop
     strings taken from the middle of some outputs fire at different steps: those rows leave the batch, and
     padding columns are cut)."""
     stock, ours = fp32_engines
-    if stop == "from the outputs":
-        texts = [c[0].text for c in ours.generate(PROMPTS, SamplingSettings(max_new_tokens=24))]
-        stop = tuple(t[len(t) // 2 : len(t) // 2 + 3] for t in (texts[1], texts[4]) if len(t) > 6)
-    s = SamplingSettings(max_new_tokens=24, stop=stop)
-    a, b = stock.generate(PROMPTS, s), ours.generate(PROMPTS, s)
-    assert a == b
-    if len(stop) == 2:
-        assert sum(c[0].finish == "stop" for c in b) >= 2  # the early-stop path really ran
+    assert_greedy_is_stock(stock, ours, PROMPTS, stop)
 
 
 def test_decode_engine_eos_ends_a_sequence(fp32_engines):
@@ -164,14 +170,7 @@ def test_decode_engine_shared_prefix_greedy_is_stock_generate(fp32_engines, stop
     ids = ours.tokenizer(SHARED_PROMPTS[:4], add_special_tokens=False)["input_ids"]
     _, mask = _batch_layout(ids, 0, "cpu")
     assert mask[:, 0].all() and not mask.all()  # the layout really shares a prefix here, with a gap
-    if stop == "from the outputs":
-        texts = [c[0].text for c in ours.generate(SHARED_PROMPTS, SamplingSettings(max_new_tokens=24))]
-        stop = tuple(t[len(t) // 2 : len(t) // 2 + 3] for t in (texts[1], texts[4]) if len(t) > 6)
-    s = SamplingSettings(max_new_tokens=24, stop=stop)
-    a, b = stock.generate(SHARED_PROMPTS, s), ours.generate(SHARED_PROMPTS, s)
-    assert a == b
-    if len(stop) == 2:
-        assert sum(c[0].finish == "stop" for c in b) >= 2
+    assert_greedy_is_stock(stock, ours, SHARED_PROMPTS, stop)
 
 
 @pytest.mark.parametrize("n", [1, 3])

@@ -163,11 +163,12 @@ def make_config(tmp_path: Path, model: Path, recipe: str, **extra) -> Path:
     return p
 
 
-def plant_wrong_solutions(cfg) -> list:
-    """Replace the random model's samples by wrong hierarchical solutions (step 2 miscomputed), so that the
-    teacher has something to locate and correct whatever the tiny model writes."""
+def plant_wrong_solutions(cfg, n: int | None = None) -> list:
+    """Replace the random model's samples by wrong hierarchical solutions (step 2 miscomputed) of the first `n`
+    training problems (all by default), so that the teacher has something to locate and correct whatever the
+    tiny model writes."""
     run = cfg.run_dir
-    problems = load_problems(cfg.data["train"], cfg.base_dir)
+    problems = load_problems(cfg.data["train"], cfg.base_dir)[:n]
     wrong = []
     for p in problems:
         steps = [f"{s.expr} = {s.value}" for s in p.steps]

@@ -170,22 +170,15 @@ def tiny_config(tmp_path: Path, model: Path, stages: list[str], **extra) -> Path
 def test_hsft_more_takes_as_many_steps_as_cross_dpo_from_hsft(tmp_path, tiny_model_dir, monkeypatch):
     """Cross-DPO on 6 planted pairs, batch 1: 6 steps; one HSFT epoch is 3 steps (12 rows, batch 4), so hsft-more
     has to cycle over its rows twice to take as many steps, starting from the HSFT model."""
-    from supercorrect.data import load_problems as load
+    from test_recipes_lema_explain import plant_wrong_solutions
+
     from supercorrect.stages import hsft_more
-    from supercorrect.xmlformat import render_solution
 
     path = tiny_config(tmp_path, tiny_model_dir, ["templates", "hsft", "sample"])
     cfg = load_config(path)
     run_pipeline(cfg)
     run = cfg.run_dir
-    wrong = []
-    for p in load(cfg.data["train"], cfg.base_dir)[:6]:
-        steps = [f"{s.expr} = {s.value}" for s in p.steps]
-        steps[1] = steps[1].split("=")[0] + "= 999"
-        wrong.append({"id": p.id, "sample": 0, "text": render_solution(steps, "999"), "correct": False,
-                      "reason": "wrong", "predicted": "999", "answer": p.answer, "key": f"{p.id}#0", "n_tokens": 10})
-    for name in ("wrong.jsonl", "samples.jsonl"):
-        (run / "sample" / name).write_text("".join(json.dumps(w) + "\n" for w in wrong))
+    plant_wrong_solutions(cfg, 6)
     calls = []
     real = hsft_more.train_sft
 
