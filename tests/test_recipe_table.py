@@ -1,8 +1,8 @@
 """Stage `recipe-table` on a run folder written by the stages' own writers, with planted per-problem correctness,
 so that every number in the table is known by hand (no model: the stage only reads manifests and graded rows).
 
-The folder holds every stage of recipe `lema` and part of `supercorrect` and `explain`, so exactly one recipe is
-complete. Hand-computed values: Wilson 95% for 1/29 is [0.0061, 0.1718] and for 15/148 [0.0624, 0.1605]
+The folder holds every stage of recipes `lema` and `stage1` (HSFT evaluated) and only part of `supercorrect` and
+`explain`, which must be left out. Hand-computed values: Wilson 95% for 1/29 is [0.0061, 0.1718] and for 15/148 [0.0624, 0.1605]
 (Newcombe 1998, Stat. Med. 17:857, Table I); exact McNemar for discordant counts 7 and 1 is
 2 * (C(8,0) + C(8,1)) / 2^8 = 18/256 = 0.0703, for 5 and 1 it is 2 * 7/64 = 0.21875, for 2 and 0 it is 2/4 = 0.5.
 """
