@@ -36,11 +36,13 @@ def _cfg(root: Path, name: str, seed: int, variant: str | None) -> RunConfig:
     })  # fmt: skip
 
 
-def _eval(cfg: RunConfig, tag: str, right: set[int], selfcorrect: set[int] | None = None) -> None:
-    """An eval stage's artifacts as evaluate.run writes them, with problem i correct iff i in `right`."""
+def _eval(cfg: RunConfig, tag: str, right: set[int], selfcorrect: set[int] | None = None,
+          problems: list = PROBLEMS) -> None:  # fmt: skip
+    """An eval stage's artifacts as evaluate.run writes them, with problem i of `problems` correct iff i in `right`."""
+    n = len(problems)
     st = ev.stage(cfg, tag).start()
     rows = []
-    for i, p in enumerate(PROBLEMS):
+    for i, p in enumerate(problems):
         ok = i in right
         rows.append({"id": p.id, "greedy": True, "sample": 0, "text": f"<Answer>{p.answer if ok else -1}</Answer>",
                      "n_tokens": 9, "finish": "stop", "answer": p.answer, "level": p.level, "subject": p.subject,
@@ -50,15 +52,15 @@ def _eval(cfg: RunConfig, tag: str, right: set[int], selfcorrect: set[int] | Non
     summary = summarize(rows)
     if selfcorrect is not None:
         sc = [{"id": p.id, "before": i in right, "after": i in selfcorrect, "trace": "", "model_step": None}
-              for i, p in enumerate(PROBLEMS)]  # fmt: skip
+              for i, p in enumerate(problems)]  # fmt: skip
         write_jsonl(st.dir / "test" / "selfcorrect.jsonl", sc)
         summary["self_correction"] = {
-            "accuracy_before": len(right) / N, "accuracy_after": len(selfcorrect) / N,
+            "accuracy_before": len(right) / n, "accuracy_after": len(selfcorrect) / n,
             "wrong_to_right": len(selfcorrect - right), "right_to_wrong": len(right - selfcorrect),
-            "delta": (len(selfcorrect) - len(right)) / N,
+            "delta": (len(selfcorrect) - len(right)) / n,
         }  # fmt: skip
     write_json(st.dir / "test" / "summary.json", summary)
-    st.finish({"sets": 1, "new_tokens": 9 * N}, model=tag, prompt="ht", summary={"test": summary})
+    st.finish({"sets": 1, "new_tokens": 9 * n}, model=tag, prompt="ht", summary={"test": summary})
 
 
 def make_run(root: Path, name: str, seed: int, variant: str | None, extra_right: int) -> RunConfig:

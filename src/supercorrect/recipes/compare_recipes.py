@@ -1,6 +1,7 @@
 """`compare-recipes`: SuperCorrect and the neighbouring recipes on the same training problems, student and teacher, in one
 run folder (shared stages such as templates and hsft run once), then one table (stage `recipe-table`): accuracy of
-every trained model, and per recipe the time and the teacher and student tokens it spent.
+every trained model with its interval, paired tests against the base student and each recipe's `controls`, and per
+recipe the time and the teacher and student tokens it spent.
 
 A recipe added to the toolkit joins the comparison by adding it to `COMPARED` below.
 """

@@ -19,4 +19,5 @@ ELAD = Recipe(
     ),  # fmt: skip
     sections=(*COMMON_SECTIONS, "elad", "hsft"),
     paper="Zhang et al., ELAD, ACL Findings 2024 (arXiv 2402.13098)",
+    controls=(("elad-sft", "elad-sft-random"), ("elad-sft", "elad-sft-entropy")),  # does the selection pay?
 )

@@ -17,4 +17,5 @@ EXPLAIN = Recipe(
     stages=("eval-base", "templates", "hsft", "eval-hsft", "solve-templates", "solve-sft", "eval-solve-sft", "report"),
     sections=(*COMMON_SECTIONS, "templates", "hsft"),
     paper="Li & Mooney, explanation-based distillation of reasoning, 2024",
+    controls=(("hsft", "solve-sft"),),  # grounded (explain) vs solve-based templates
 )

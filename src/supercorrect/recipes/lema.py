@@ -21,4 +21,5 @@ LEMA = Recipe(
     stages=("eval-base", "templates", "hsft", "sample", "correct", "lema-data", *LEMA_ARMS, "lema-sense", "report"),
     sections=(*COMMON_SECTIONS, "templates", "hsft", "sample", "correct", "lema"),
     paper="An et al., Learning From Mistakes Makes LLM Better Reasoner, 2024 (arXiv 2310.20689)",
+    controls=(("lema", "lema-plain"), ("lema", "lema-corrected")),  # the error signal, or one more solution?
 )

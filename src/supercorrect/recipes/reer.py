@@ -18,4 +18,5 @@ REER = Recipe(
     ),  # fmt: skip
     sections=(*COMMON_SECTIONS, "reer", "hsft"),
     paper="Wang et al., REER, 2025 (arXiv 2509.06160)",
+    controls=(("reer-sft-high", "reer-sft-draft"), ("reer-sft-high", "reer-sft-low")),  # does more search help?
 )

@@ -24,6 +24,8 @@ SUPERCORRECT = Recipe(
     stages=(*HSFT_STAGES, *CROSS_DPO_STAGES, *BASELINE_STAGES, "report"),
     sections=(*COMMON_SECTIONS, "templates", "hsft", "sample", "correct", "cross_dpo"),
     paper=PAPER,
+    # Table 2 of the paper: Cross-DPO over its HSFT start and over instance DPO; HSFT over plain CoT SFT.
+    controls=(("cross-dpo", "hsft"), ("cross-dpo", "instance-dpo"), ("hsft", "cot-sft")),
 )
 
 STAGE1 = Recipe(
