@@ -10,8 +10,8 @@ teacher's server:
 - phase B, stages 1 and 2 with the rule-based reference teacher on a tiny random model: kills land inside
   HSFT and Cross-DPO training (`save_steps: 1`, so checkpoints exist; some while a checkpoint is being
   written), inside evaluation, sampling, correction. The tiny random model writes no steps, so between
-  `sample` and `correct` the test plants the same wrong step-by-step solutions in both runs (as
-  tests/test_pipeline_tiny.py does), to give stage 2 something to do.
+  `sample` and `correct` the test plants the same wrong step-by-step solutions in both runs (tests/planting.py), to give stage 2
+  something to do.
 No kill in the default tests is aimed by a delay: each fires on an observable state (a teacher request in
 flight after n answers were cached, a new checkpoint on disk), or, where a stage is too quick to catch from
 outside (eval-hsft), the process kills itself right after a named shard flush (tests/kill_at.py).
@@ -47,8 +47,10 @@ from typing import Any
 
 import pytest
 import yaml
+from planting import plant_wrong_solutions
 from servers import CountingProxy, Forwarded, ServerProcess, llama_server
 
+from supercorrect.config import load_config
 from supercorrect.io import read_json, read_jsonl
 from supercorrect.trainers.common import last_checkpoint
 
@@ -121,30 +123,13 @@ def pipeline_config(root: Path, model: Path) -> Path:
     )  # fmt: skip
 
 
-def plant_wrong_solutions(config: Path) -> None:
-    """Replace `sample/wrong.jsonl` by wrong step-by-step solutions (step 2 miscomputed), the same in every
-    run: the tiny random model writes no steps, so it would leave the teacher nothing to correct."""
-    from supercorrect.config import load_config
-    from supercorrect.data import load_problems
-    from supercorrect.io import write_jsonl
-    from supercorrect.xmlformat import render_solution
-
-    cfg = load_config(config)
-    rows = []
-    for p in load_problems(cfg.data["train"], cfg.base_dir):
-        if len(p.steps) < 2:
-            continue
-        steps = [f"{s.expr} = {s.value}" for s in p.steps]
-        steps[1] = steps[1].split("=")[0] + "= 999"
-        rows.append({"id": p.id, "sample": 0, "text": render_solution(steps, "999"), "n_tokens": 10,
-                     "answer": p.answer, "correct": False, "reason": "wrong", "predicted": "999",
-                     "key": f"{p.id}#0"})  # fmt: skip
-    assert len(rows) == 4
-    wrong = cfg.run_dir / "sample" / "wrong.jsonl"
-    shutil.copyfile(
-        wrong, config.parent / "sampled_wrong.jsonl"
-    )  # what the sample stage wrote, for comparison
-    write_jsonl(wrong, rows)
+def plant_phase_b(config: Path) -> None:
+    """Plant the same wrong solutions in every phase-B run (tests/planting.py says why). The sample stage's own
+    `samples.jsonl` is left as it is and its `wrong.jsonl` is kept beside the config as `sampled_wrong.jsonl`:
+    both are compared with the uninterrupted run's, to check that the sample stage resumed exactly."""
+    kept = config.parent / "sampled_wrong.jsonl"
+    planted = plant_wrong_solutions(load_config(config), samples=False, keep_original=kept)
+    assert len(planted) == 4
 
 
 # ---- the run folder, as seen from outside ----------------------------------------------------------------
@@ -581,13 +566,30 @@ def reference(
             else:
                 config = pipeline_config(root, tiny_model_dir)
                 Runner("ref-b1", config, STAGE1, subprocess_env()).run([])
-                plant_wrong_solutions(config)
+                plant_phase_b(config)
                 runner = Runner("ref-b2", config, STAGE2, subprocess_env())
                 runner.run([])
                 made[key] = runner.run_dir
         return made[key]
 
     return get
+
+
+# ---- the planted wrong solutions of phase B ---------------------------------------------------------------
+
+
+def test_plant_phase_b_keeps_what_the_sample_stage_wrote(tmp_path: Path) -> None:
+    """The planting every phase-B run does (the slow tests' only call site), on phase B's own config."""
+    config = pipeline_config(tmp_path, tmp_path / "model")
+    sample = load_config(config).run_dir / "sample"
+    sample.mkdir(parents=True)
+    (sample / "wrong.jsonl").write_text('{"id": "sampled"}\n')
+    (sample / "samples.jsonl").write_text('{"id": "every sample"}\n')
+    plant_phase_b(config)
+    rows = read_jsonl(sample / "wrong.jsonl")
+    assert len(rows) == 4 and all(r["predicted"] == "999" and "= 999\n</Step2>" in r["text"] for r in rows)
+    assert (tmp_path / "sampled_wrong.jsonl").read_text() == '{"id": "sampled"}\n'
+    assert (sample / "samples.jsonl").read_text() == '{"id": "every sample"}\n'
 
 
 # ---- a checkpoint half-written by a kill is never resumed from -----------------------------------------
@@ -678,7 +680,7 @@ def killed_pipeline_run(
     config = pipeline_config(root, model)
     first = Runner("b1", config, STAGE1, subprocess_env())
     first.run(aims1(first), after_kill)
-    plant_wrong_solutions(config)
+    plant_phase_b(config)
     second = Runner("b2", config, STAGE2, subprocess_env())
     second.run(aims2(second), after_kill)
     return first, second

@@ -3,11 +3,11 @@ and manifest, a second run skips finished stages, and a config change redoes exa
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import yaml
+from planting import plant_wrong_solutions
 
 from supercorrect.cli import main
 from supercorrect.config import load_config
@@ -118,19 +118,7 @@ def test_stage2_and_baselines_tiny(tmp_path, tiny_model_dir):
     cfg = load_config(path)
     run_pipeline(cfg)
     run = cfg.run_dir
-    # Replace the random model's samples by wrong hierarchical solutions (step 2 miscomputed).
-    from supercorrect.data import load_problems
-    from supercorrect.xmlformat import render_solution
-
-    wrong = []
-    for p in load_problems(cfg.data["train"], cfg.base_dir)[:6]:
-        steps = [f"{s.expr} = {s.value}" for s in p.steps]
-        steps[1] = steps[1].split("=")[0] + "= 999"
-        wrong.append({"id": p.id, "sample": 0, "text": render_solution(steps, "999"), "correct": False,
-                      "reason": "wrong", "predicted": "999", "answer": p.answer, "key": f"{p.id}#0",
-                      "n_tokens": 10})
-    (run / "sample" / "wrong.jsonl").write_text("".join(json.dumps(w) + "\n" for w in wrong))
-    (run / "sample" / "samples.jsonl").write_text("".join(json.dumps(w) + "\n" for w in wrong))
+    plant_wrong_solutions(cfg, 6)
     run_pipeline(cfg, only=["correct", "pairs", "cross-dpo", "cot-sft", "instance-dpo", "report"])
     pairs = read_jsonl(run / "pairs" / "pairs.jsonl")
     # cross_dpo.max_pairs trains on the first N pairs of the artifact (batch 2: 2 steps instead of 3).

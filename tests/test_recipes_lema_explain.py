@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from planting import plant_wrong_solutions
 from servers import _Handler, _Server, completion
 
 from supercorrect.cli import main
@@ -161,24 +162,6 @@ def make_config(tmp_path: Path, model: Path, recipe: str, **extra) -> Path:
     p = tmp_path / f"{recipe}.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
-
-
-def plant_wrong_solutions(cfg, n: int | None = None) -> list:
-    """Replace the random model's samples by wrong hierarchical solutions (step 2 miscomputed) of the first `n`
-    training problems (all by default), so that the teacher has something to locate and correct whatever the
-    tiny model writes."""
-    run = cfg.run_dir
-    problems = load_problems(cfg.data["train"], cfg.base_dir)[:n]
-    wrong = []
-    for p in problems:
-        steps = [f"{s.expr} = {s.value}" for s in p.steps]
-        steps[1] = steps[1].split("=")[0] + "= 999"
-        wrong.append({"id": p.id, "sample": 0, "text": render_solution(steps, "999"), "correct": False,
-                      "reason": "wrong", "predicted": "999", "answer": p.answer, "key": f"{p.id}#0",
-                      "n_tokens": 10})  # fmt: skip
-    (run / "sample" / "wrong.jsonl").write_text("".join(json.dumps(w) + "\n" for w in wrong))
-    (run / "sample" / "samples.jsonl").write_text("".join(json.dumps(w) + "\n" for w in wrong))
-    return problems
 
 
 @pytest.mark.slow  # four tiny SFTs and five evaluations: about 3 minutes on 2 free cores

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from planting import plant_wrong_solutions
 
 from supercorrect import study
 from supercorrect.cli import main
@@ -170,8 +171,6 @@ def tiny_config(tmp_path: Path, model: Path, stages: list[str], **extra) -> Path
 def test_hsft_more_takes_as_many_steps_as_cross_dpo_from_hsft(tmp_path, tiny_model_dir, monkeypatch):
     """Cross-DPO on 6 planted pairs, batch 1: 6 steps; one HSFT epoch is 3 steps (12 rows, batch 4), so hsft-more
     has to cycle over its rows twice to take as many steps, starting from the HSFT model."""
-    from test_recipes_lema_explain import plant_wrong_solutions
-
     from supercorrect.stages import hsft_more
 
     path = tiny_config(tmp_path, tiny_model_dir, ["templates", "hsft", "sample"])
