@@ -34,22 +34,22 @@ EPOCHS = 2
 
 
 def _patch(cfg: RunConfig, name: str, **fields) -> None:
-    path = Stage(cfg, name).manifest_path
+    path = Stage(cfg, recipe_table._folder(cfg, name)).manifest_path
     write_json(path, {**read_json(path), **fields})
 
 
-def make_run(root: Path) -> RunConfig:
+def make_run(root: Path, prompt: str = "ht") -> RunConfig:
     cfg = RunConfig.model_validate({
         "name": "cmp", "run_root": str(root), "recipe": "compare-recipes",
         "data": {"test": {"kind": "synthetic", "split": "test", "n": N, "max_steps": 3}},
-        "evaluate": {"sets": ["test"]}, "hsft": {"epochs": EPOCHS}, "stats": {"bootstrap_samples": 2000},
+        "evaluate": {"sets": ["test"], "prompt": prompt}, "hsft": {"epochs": EPOCHS}, "stats": {"bootstrap_samples": 2000},
     })  # fmt: skip
     for name in LEMA.stages:
         if name == "report":
             continue
         tag = name.removeprefix("eval-")
         if name == "eval-lema-corrected":  # an eval from before per-problem rows: the summary alone
-            Stage(cfg, name).start().finish({"sets": 1, "new_tokens": 0},
+            Stage(cfg, recipe_table._folder(cfg, name)).start().finish({"sets": 1, "new_tokens": 0},
                                             summary={"test": {"problems": 148, "greedy_accuracy": 15 / 148}})  # fmt: skip
         elif name.startswith("eval-"):
             _eval(cfg, tag, RIGHT[tag], problems=PROBLEMS)
@@ -120,7 +120,7 @@ def test_stage_writes_json_and_markdown(run, capsys):
     md = read_json(run.run_dir / "recipe-table" / "manifest.json")["report_section"]
     assert md in capsys.readouterr().out
     assert "Base student (`eval-base`, shared by every recipe): test: 3.4 [0.6, 17.2] (n=29)" in md
-    assert "lema-corrected test: 10.1 [6.2, 16.0] (n=148)"  # 0.16049: Newcombe prints 0.1605 in md
+    assert "lema-corrected test: 10.1 [6.2, 16.0] (n=148)" in md  # 0.16049: Newcombe prints 0.1605
     table_row = next(ln for ln in md.splitlines() if ln.startswith("| lema | lema test: "))
     assert table_row.endswith("| 16.2 | 175 | 300 | 4370 |")  # seconds, teacher, sampled, trained tokens
     line = next(ln for ln in md.splitlines() if ln.startswith("| lema | lema | base | test |"))
@@ -139,3 +139,16 @@ def test_every_control_names_eval_stages_of_its_recipe():
     assert declared >= 5 and {c for r in RECIPES.values() for c in r.controls} >= {
         ("lema", "lema-plain"), ("elad-sft", "elad-sft-random"), ("reer-sft-high", "reer-sft-draft"),
         ("cross-dpo", "hsft")}  # fmt: skip
+
+
+def test_cot_evaluated_recipe_is_found(tmp_path):
+    """lema.yaml and reer.yaml evaluate with the CoT prompt, so their eval stages write `eval-<tag>-cot`: the
+    table must find them there, take `base-cot` as the base student and map the recipe's controls to them."""
+    run = make_run(tmp_path / "runs", prompt="cot")
+    assert (run.run_dir / "eval-lema-cot").is_dir() and not (run.run_dir / "eval-lema").exists()
+    row = recipe_table.recipe_row(run, "lema")
+    assert row is not None and set(row["accuracy"]) == {"lema-cot", "lema-corrected-cot", "lema-plain-cot"}
+    assert row["base"]["test"]["greedy_accuracy"] == pytest.approx(1 / 29)
+    paired = {(p["model"], p["vs"]): (p["kind"], p["model_only"], p["vs_only"]) for p in row["paired"]}
+    assert paired == {("lema-cot", "base-cot"): ("base", 7, 1), ("lema-plain-cot", "base-cot"): ("base", 2, 0),
+                      ("lema-cot", "lema-plain-cot"): ("control", 5, 1)}  # fmt: skip

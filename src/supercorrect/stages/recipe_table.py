@@ -36,8 +36,16 @@ def stage(cfg: RunConfig) -> Stage:
     return Stage(cfg, "recipe-table")
 
 
+def _folder(cfg: RunConfig, name: str) -> str:
+    """The folder a recipe's stage writes: its name, except that an eval stage run with the CoT prompt
+    (`evaluate.prompt: cot`, as the lema and reer configs do) writes `eval-<tag>-cot`."""
+    from .registry import STAGES  # the registry imports this module
+
+    return STAGES[name].make(cfg).name if name in STAGES else name
+
+
 def _manifest(cfg: RunConfig, name: str) -> dict | None:
-    path = Stage(cfg, name).manifest_path  # every stage's folder is <run_dir>/<stage name>
+    path = Stage(cfg, _folder(cfg, name)).manifest_path
     return read_json(path) if path.exists() else None
 
 
@@ -87,14 +95,17 @@ def recipe_row(cfg: RunConfig, recipe: str, outcomes: Outcomes | None = None,
             student_gen += counts.get("new_tokens") or 0
         if s.startswith("eval-"):
             evaluated += counts.get("new_tokens") or 0
-            evals[s.removeprefix("eval-")] = m.get("summary") or {}
+            evals[_folder(cfg, s).removeprefix("eval-")] = m.get("summary") or {}  # the key load_outcomes uses
         metrics = m.get("metrics") or {}
         if metrics.get("tokens_per_epoch"):
             trained += int(metrics["tokens_per_epoch"] * cfg.hsft.epochs)
     accuracy = _with_intervals(evals, outcomes, settings)
-    models = [t for t in accuracy if t != BASE]
-    pairs = [(t, BASE, "base") for t in models if BASE in accuracy]
-    pairs += [(a, b, "control") for a, b in RECIPES[recipe].controls if a in accuracy and b in accuracy]
+    base = _folder(cfg, f"eval-{BASE}").removeprefix("eval-")  # `base-cot` when evaluated with the CoT prompt
+    models = [t for t in accuracy if t != base]
+    pairs = [(t, base, "base") for t in models if base in accuracy]
+    tag = {t: _folder(cfg, f"eval-{t}").removeprefix("eval-") for ab in RECIPES[recipe].controls for t in ab}
+    pairs += [(tag[a], tag[b], "control") for a, b in RECIPES[recipe].controls
+              if tag[a] in accuracy and tag[b] in accuracy]  # fmt: skip
     return {
         "recipe": recipe,
         "stages": len(names),
@@ -103,7 +114,7 @@ def recipe_row(cfg: RunConfig, recipe: str, outcomes: Outcomes | None = None,
         "student_generated_tokens": student_gen,
         "student_trained_tokens": trained,
         "eval_generated_tokens": evaluated,
-        "base": accuracy.get(BASE, {}),
+        "base": accuracy.get(base, {}),
         "accuracy": {t: accuracy[t] for t in models},
         "paired": paired_rows(outcomes, settings, pairs),
     }
