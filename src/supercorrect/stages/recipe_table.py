@@ -26,7 +26,7 @@ from ..config import RunConfig
 from ..io import read_json, write_json
 from ..recipes.registry import RECIPES
 from ..report import accuracy_intervals, markdown_table
-from . import Stage
+from . import Stage, evaluate
 from .common import StageDef
 
 BASE = "base"  # the untrained student (`eval-base`), which every recipe evaluates and every trained model must beat
@@ -39,9 +39,9 @@ def stage(cfg: RunConfig) -> Stage:
 def _folder(cfg: RunConfig, name: str) -> str:
     """The folder a recipe's stage writes: its name, except that an eval stage run with the CoT prompt
     (`evaluate.prompt: cot`, as the lema and reer configs do) writes `eval-<tag>-cot`."""
-    from .registry import STAGES  # the registry imports this module
-
-    return STAGES[name].make(cfg).name if name in STAGES else name
+    if name.startswith("eval-") and not name.endswith("-cot"):
+        return evaluate.stage(cfg, name.removeprefix("eval-")).name
+    return name
 
 
 def _manifest(cfg: RunConfig, name: str) -> dict | None:
