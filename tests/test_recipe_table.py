@@ -152,3 +152,13 @@ def test_cot_evaluated_recipe_is_found(tmp_path):
     paired = {(p["model"], p["vs"]): (p["kind"], p["model_only"], p["vs_only"]) for p in row["paired"]}
     assert paired == {("lema-cot", "base-cot"): ("base", 7, 1), ("lema-plain-cot", "base-cot"): ("base", 2, 0),
                       ("lema-cot", "lema-plain-cot"): ("control", 5, 1)}  # fmt: skip
+
+
+def test_generated_tokens_count_every_stage_that_makes_training_data():
+    """ELAD's selection sampling and REER's search are student generation spent on training data, like `sample`;
+    evaluation tokens are not (the table counts them apart)."""
+    g = recipe_table.generated_for_training
+    assert g("sample", {"new_tokens": 4612, "samples": 32}) == 4612
+    assert g("elad-select", {"inter_new_tokens": 14368, "intra_new_tokens": 1680, "problems": 32}) == 16048
+    assert g("reer-search", {"student_new_tokens": 7623, "tokens_scored": 61482}) == 7623
+    assert g("eval-hsft", {"new_tokens": 999}) == 0 and g("lema-data", {"base_tokens": 4780}) == 0

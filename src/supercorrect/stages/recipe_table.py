@@ -3,7 +3,8 @@
 A recipe counts as run when every one of its stages (but the report) has a manifest here. Its row gives, for each
 model it trains and each evaluation set, the greedy accuracy with its interval (the run's `stats:` block: Wilson by
 default), and what it cost as if run alone: the seconds of its stages, the teacher's prompt + completion tokens, the
-student's generated tokens for training data (the `sample` stage; evaluation tokens are counted apart) and the
+student's generated tokens for training data (`sample`, ELAD's selection, REER's search; evaluation tokens are
+counted apart) and the
 tokens its SFT stages trained on (tokens per epoch x epochs). Stages shared by several recipes (templates, hsft, ...)
 are counted in each.
 
@@ -76,6 +77,15 @@ def paired_rows(outcomes: Outcomes, settings: Settings, pairs: list[tuple[str, s
     return out
 
 
+def generated_for_training(stage_name: str, counts: dict) -> int:
+    """The student tokens a stage generated to make training data: every `*new_tokens` count of a stage that is
+    not an evaluation (`sample`: new_tokens; `elad-select`: inter_ and intra_new_tokens; `reer-search`:
+    student_new_tokens). Evaluation tokens are counted apart."""
+    if stage_name.startswith("eval-"):
+        return 0
+    return sum(int(v) for k, v in counts.items() if k.endswith("new_tokens") and isinstance(v, int | float))
+
+
 def recipe_row(cfg: RunConfig, recipe: str, outcomes: Outcomes | None = None,
                settings: Settings | None = None) -> dict | None:  # fmt: skip
     """The recipe's row, or None when one of its stages has not finished here."""
@@ -91,8 +101,7 @@ def recipe_row(cfg: RunConfig, recipe: str, outcomes: Outcomes | None = None,
         u = m.get("teacher_usage") or {}
         teacher += (u.get("prompt_tokens") or 0) + (u.get("completion_tokens") or 0)
         counts = m.get("counts") or {}
-        if s == "sample":
-            student_gen += counts.get("new_tokens") or 0
+        student_gen += generated_for_training(s, counts)
         if s.startswith("eval-"):
             evaluated += counts.get("new_tokens") or 0
             evals[_folder(cfg, s).removeprefix("eval-")] = m.get("summary") or {}  # the key load_outcomes uses
