@@ -186,15 +186,11 @@ def run_study(path: str | Path, phase: Phase = "dev", seeds: list[int] | None = 
     cfgs = seed_configs(path, phase, seeds, overrides)
     jobs = min(jobs, len(cfgs))
     if jobs == 1:
-        if threads:
-            import torch
-
-            torch.set_num_threads(threads)
+        _use_threads(threads)
         for i, cfg in enumerate(cfgs, 1):
             print(f"[study] {phase} phase, seed {cfg.seed} ({i}/{len(cfgs)}): run {cfg.name}", file=sys.stderr,
                   flush=True)  # fmt: skip
-            share_finished(cfg, [c for c in cfgs if c is not cfg])
-            run_pipeline(cfg)
+            _run_seed(cfg, cfgs)
     else:
         _run_children(path, phase, cfgs, overrides or {}, jobs, threads or max(1, (os.cpu_count() or 1) // jobs))
     out = compare_dir(path, phase, overrides)
@@ -207,16 +203,26 @@ def run_one_seed(path: str | Path, phase: Phase, seeds: list[int] | None, overri
                  seed: int, only: list[str] | None = None, threads: int | None = None) -> None:  # fmt: skip
     """One child of `--jobs N`: the seed's run exactly as `run_study` builds it (shared stages copied in first),
     optionally only the stages `only`, with `threads` torch threads."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    _use_threads(threads)
     cfgs = seed_configs(path, phase, seeds, overrides)
     mine = [c for c in cfgs if c.seed == seed]
     if not mine:
         raise UserError(f"--only-seed {seed}: not one of the study's seeds {[c.seed for c in cfgs]}")
-    share_finished(mine[0], [c for c in cfgs if c is not mine[0]])
-    run_pipeline(mine[0], only=only)
+    _run_seed(mine[0], cfgs, only)
+
+
+def _use_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _run_seed(cfg: RunConfig, cfgs: list[RunConfig], only: list[str] | None = None) -> None:
+    """One seed's run, in this process: first the stages another seed's run has finished with the same
+    fingerprint are copied in (`share_finished`), then the pipeline (only the stages `only`, when given)."""
+    share_finished(cfg, [c for c in cfgs if c is not cfg])
+    run_pipeline(cfg, only=only)
 
 
 def seed_independent_stages(cfgs: list[RunConfig]) -> list[str]:
