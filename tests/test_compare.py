@@ -142,6 +142,21 @@ def test_compare_values(runs):
     assert not [r for r in rows if r["variant"] == "variant-b" and r["scope"] != "seed 0"]
 
 
+def test_every_step_of_the_papers_ordering_is_tested(tmp_path):
+    """base < CoT SFT < HSFT < HSFT + Cross-DPO: each step a paired row, HSFT against CoT SFT included."""
+    cfg = make_run(tmp_path, "study-s0", 0, None, extra_right=4)
+    Stage(cfg, "cot-sft").start().finish({"examples": 45, "steps": 12})
+    _eval(cfg, "cot-sft", set(range(4, 12)))  # base right on 0-7, HSFT on 0-15
+    rows = list(csv.DictReader(io.StringIO(to_csv(compare_runs([cfg.run_dir], Settings(bootstrap_samples=200))))))
+    got = {(r["model"], r["reference"]) for r in rows if r["reference"]}
+    assert {("cot-sft", "base"), ("hsft", "cot-sft"), ("cross-dpo", "hsft")} <= got
+    r = _row(rows, model="hsft", reference="cot-sft", scope="seed 0")
+    assert (r["model_only"], r["reference_only"]) == ("8", "0")  # HSFT alone on 0-3 and 12-15
+    assert float(r["mcnemar_p"]) == pytest.approx(2 / 2**8)
+    r = _row(rows, model="cot-sft", reference="base", scope="seed 0")
+    assert (r["model_only"], r["reference_only"], r["mcnemar_p"]) == ("4", "4", "1.0")
+
+
 def test_compare_markdown_and_files(runs, tmp_path):
     cmp = compare_runs(runs, Settings(bootstrap_samples=2000))
     md = to_markdown(cmp)

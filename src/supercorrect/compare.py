@@ -26,9 +26,11 @@ from .io import atomic_write_text, read_json, read_jsonl
 
 # Each model against what it is built from (its parent), then the controls a claim must also beat.
 # `hsft-more` is the equal-compute control (HSFT trained further on its own data for as many steps as Cross-DPO).
+# HSFT against CoT SFT is the paper's ordering step CoT SFT < HSFT (both are built from base on the same problems).
 COMPARISONS: list[tuple[str, str]] = [
     ("cot-sft", "base"),
     ("hsft", "base"),
+    ("hsft", "cot-sft"),
     ("hsft-more", "hsft"),
     ("instance-dpo", "hsft"),
     ("cross-dpo", "hsft"),
