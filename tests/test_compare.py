@@ -240,3 +240,40 @@ def test_report_has_intervals_and_paired_tests(tmp_path):
     assert f"| 3 | 1 | {stats.format_p(stats.mcnemar_exact(3, 1))} |" in sc
     for png in ("accuracy.png", "paired.png", "self_correction.png"):
         assert (cfg.run_dir / "report" / png).stat().st_size > 1000
+
+
+def test_error_location_rates_and_paired_test(tmp_path):
+    """Error location from the self-correction rows: rate over each model's located wrong solutions (Wilson), and
+    Cross-DPO against HSFT paired on the problems both answered wrong and the teacher located in both."""
+    cfg = make_run(tmp_path, "study-s0", 0, None, extra_right=4)
+
+    def sc_rows(tag: str, wrong: range, located: set[int], unlocated: set[int] = set()) -> None:
+        rows = [{"id": PROBLEMS[i].id, "before": i not in wrong, "after": False, "trace": "",
+                 "model_step": 2 if i in located else 1, "teacher_step": None if i in unlocated else 2}
+                for i in range(N)]  # fmt: skip
+        for r in rows:  # right answers carry no teacher verdict (stages/evaluate.py)
+            if r["before"]:
+                r.pop("teacher_step")
+        write_jsonl(cfg.run_dir / f"eval-{tag}" / "test" / "selfcorrect.jsonl", rows)
+
+    # HSFT wrong on 16-39: the teacher locates 22 of them (not 38, 39), HSFT names the same step on 16-17.
+    sc_rows("hsft", range(16, 40), located={16, 17}, unlocated={38, 39})
+    # Cross-DPO wrong on 20-39 (all located): same step on 20-29.
+    sc_rows("cross-dpo", range(20, 40), located=set(range(20, 30)))
+    cmp = compare_runs([cfg.run_dir], Settings(bootstrap_samples=200))
+    rows = list(csv.DictReader(io.StringIO(to_csv(cmp))))
+    loc = [r for r in rows if r["measure"] == "error location"]
+    r = _row(loc, model="hsft", scope="seed 0")
+    assert (r["n"], r["correct"], r["reference"]) == ("22", "2", "")
+    r = _row(loc, model="cross-dpo", reference="hsft", scope="seed 0")
+    assert (r["n"], r["correct"]) == ("20", "10")
+    # Both wrong and located: 20-37 (18 problems); Cross-DPO alone on 20-29 (10), HSFT alone on none.
+    assert (r["pairs"], r["model_only"], r["reference_only"]) == ("18", "10", "0")
+    assert float(r["mcnemar_p"]) == pytest.approx(stats.mcnemar_exact(10, 0))
+    wil = stats.wilson_interval(10, 20)
+    assert (float(r["acc_low"]), float(r["acc_high"])) == pytest.approx((wil.low, wil.high))
+    # Accuracy rows are unchanged by the location rows, and the markdown has its own section.
+    assert _row(rows, measure="accuracy", model="hsft", scope="seed 0")["correct"] == "16"
+    md = to_markdown(cmp)
+    assert "## Error location (self-correction pass)" in md
+    assert "| HSFT + Cross-DPO | test | seed 0 | 20 | 50.0 [" in md

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,6 +113,19 @@ def load_outcomes(run_dir: Path) -> Outcomes:
     return dict(out)
 
 
+def load_located(run_dir: Path) -> Outcomes:
+    """Error location per problem id, from each self-correction pass (`selfcorrect.jsonl`): on the model's wrong
+    greedy solutions whose first error the teacher located, whether the model's own correction named the same
+    step (the per-problem form of the summary's `error_location.located_rate`, stages/evaluate.py)."""
+    out: Outcomes = defaultdict(dict)
+    for sc in sorted(Path(run_dir).glob("eval-*/*/selfcorrect.jsonl")):
+        tag = sc.parent.parent.name.removeprefix("eval-")
+        rows = [r for r in read_jsonl(sc) if not r["before"] and r.get("teacher_step") is not None]
+        if rows:
+            out[tag][sc.parent.name] = {r["id"]: r.get("model_step") == r["teacher_step"] for r in rows}
+    return dict(out)
+
+
 def comparisons_for(tags: Iterable[str]) -> list[tuple[str, str]]:
     """The (model, reference) pairs whose both sides were evaluated, in display order."""
     have = set(tags)
@@ -131,6 +144,7 @@ class RunInfo:
     seed: int | None
     budget: dict[str, Any]
     outcomes: Outcomes = field(default_factory=dict)
+    located: Outcomes = field(default_factory=dict)  # error location in the self-correction pass (load_located)
 
     @property
     def budget_text(self) -> str:
@@ -207,6 +221,7 @@ def load_run(run_dir: str | Path) -> RunInfo:
         seed=ident.get("seed"),
         budget=budget,
         outcomes=load_outcomes(run_dir),
+        located=load_located(run_dir),
     )
 
 
@@ -281,7 +296,7 @@ def plot_paired(outcomes: Outcomes, settings: Settings, path: Path) -> bool:
 CSV_FIELDS = ["variant", "model", "model_label", "set", "scope", "seeds", "n", "correct", "accuracy", "acc_low",
               "acc_high", "acc_sd", "reference", "reference_variant", "pairs", "diff", "diff_low", "diff_high", "diff_low_by_problem",
               "diff_high_by_problem", "diff_sd", "model_only", "reference_only", "mcnemar_p", "level",
-              "interval"]  # fmt: skip
+              "interval", "measure"]  # fmt: skip
 
 
 @dataclass
@@ -319,27 +334,34 @@ def compare_runs(run_dirs: Sequence[str | Path], settings: Settings = Settings()
     if baseline is not None and baseline not in by_variant:
         raise UserError(f"compare: --baseline {baseline!r} is not a variant of these runs (have: {', '.join(by_variant)})")
     rows: list[dict[str, Any]] = []
-    for variant, group in by_variant.items():
-        seeds = sorted(group, key=str)
-        tags = ordered({t for r in group.values() for t in r.outcomes})
-        pairs = comparisons_for(tags)
-        refs = {a: [b for x, b in pairs if x == a] for a in tags}
-        for tag in tags:
-            sets = sorted({s for r in group.values() for s in r.outcomes.get(tag, {})})
-            for s in sets:
-                def get(run: RunInfo | None, t: str | None, s: str = s) -> dict | None:
-                    return run.outcomes.get(t, {}).get(s) if run is not None and t else None
+    # The same tables for two per-problem outcomes: greedy correctness, and error location in the self-correction
+    # pass (the rate over each model's own located wrong solutions; a paired row compares two models on the
+    # problems both answered wrong).
+    measures: list[tuple[str, Callable[[RunInfo], Outcomes]]] = [
+        ("accuracy", lambda r: r.outcomes), ("error location", lambda r: r.located)]  # fmt: skip
+    for measure, outcomes_of in measures:
+        for variant, group in by_variant.items():
+            seeds = sorted(group, key=str)
+            tags = ordered({t for r in group.values() for t in outcomes_of(r)})
+            pairs = comparisons_for(tags)
+            refs = {a: [b for x, b in pairs if x == a] for a in tags}
+            for tag in tags:
+                sets = sorted({s for r in group.values() for s in outcomes_of(r).get(tag, {})})
+                for s in sets:
+                    def get(run: RunInfo | None, t: str | None, s: str = s, of=outcomes_of) -> dict | None:
+                        return of(run).get(t, {}).get(s) if run is not None and t else None
 
-                base = {"variant": variant, "model": tag, "model_label": label(tag), "set": s,
-                        "level": settings.level, "interval": settings.interval}  # fmt: skip
-                for ref in refs[tag] or [None]:
-                    items = [(seed, get(group[seed], tag), get(group[seed], ref)) for seed in seeds]
-                    rows += _rows_for({**base, "reference": ref or "", "reference_variant": ""}, items, settings)
-                if baseline is not None and variant != baseline:
-                    other = by_variant[baseline]
-                    items = [(seed, get(group[seed], tag), get(other.get(seed), tag)) for seed in seeds]
-                    if any(b for _, _, b in items):
-                        rows += _rows_for({**base, "reference": tag, "reference_variant": baseline}, items, settings)
+                    base = {"measure": measure, "variant": variant, "model": tag, "model_label": label(tag),
+                            "set": s, "level": settings.level, "interval": settings.interval}  # fmt: skip
+                    for ref in refs[tag] or [None]:
+                        items = [(seed, get(group[seed], tag), get(group[seed], ref)) for seed in seeds]
+                        rows += _rows_for({**base, "reference": ref or "", "reference_variant": ""}, items, settings)
+                    if baseline is not None and variant != baseline:
+                        other = by_variant[baseline]
+                        items = [(seed, get(group[seed], tag), get(other.get(seed), tag)) for seed in seeds]
+                        if any(b for _, _, b in items):
+                            rows += _rows_for({**base, "reference": tag, "reference_variant": baseline}, items,
+                                              settings)  # fmt: skip
     return Comparison(runs, rows, settings)
 
 
@@ -407,13 +429,9 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def to_markdown(cmp: Comparison) -> str:
-    s = cmp.settings
-    run_rows = [[str(r.path), r.variant, "?" if r.seed is None else str(r.seed), r.budget_text] for r in cmp.runs]
-    header = ["variant", "model", "set", "seeds", "n", f"accuracy % [{s.pct} CI]", "vs", "difference (points)",
-              f"{s.pct} CI (paired bootstrap)", "model only / vs only right", "McNemar exact p"]  # fmt: skip
+def _md_rows(rows_in: list[dict[str, Any]]) -> list[list[str]]:
     rows = []
-    for r in cmp.rows:
+    for r in rows_in:
         mean_row = r["scope"] == "seed mean"
         if mean_row:
             acc = f"{pct(r['accuracy'])} +- {100 * r['acc_sd']:.1f} (sd over {r['n']} seeds)"
@@ -435,6 +453,28 @@ def to_markdown(cmp: Comparison) -> str:
         if r.get("reference_variant"):
             vs = f"{vs} ({r['reference_variant']})"
         rows.append([r["variant"], r["model_label"], r["set"], scope, str(r["n"]), acc, vs, diff, ci, disc, p])
+    return rows
+
+
+def to_markdown(cmp: Comparison) -> str:
+    s = cmp.settings
+    run_rows = [[str(r.path), r.variant, "?" if r.seed is None else str(r.seed), r.budget_text] for r in cmp.runs]
+    header = ["variant", "model", "set", "seeds", "n", f"accuracy % [{s.pct} CI]", "vs", "difference (points)",
+              f"{s.pct} CI (paired bootstrap)", "model only / vs only right", "McNemar exact p"]  # fmt: skip
+    rows = _md_rows([r for r in cmp.rows if r["measure"] == "accuracy"])
+    loc_rows = _md_rows([r for r in cmp.rows if r["measure"] == "error location"])
+    loc_header = ["variant", "model", "set", "seeds", "n (located wrong)", f"same step % [{s.pct} CI]", "vs",
+                  "difference (points)", f"{s.pct} CI (paired bootstrap)", "model only / vs only", "McNemar exact p"]  # fmt: skip
+    location = [] if not loc_rows else [
+        "## Error location (self-correction pass)\n",
+        "On the model's wrong greedy solutions whose first error the teacher located (*n*): how often the model's "
+        "own correction names the same step. A paired row compares two models on the problems both answered wrong "
+        "and the teacher located in both (their solutions differ, the problems are the same); *model only / vs "
+        "only*: problems where only one of the two named the teacher's step.",
+        "",
+        _md_table(loc_header, loc_rows),
+        "",
+    ]  # fmt: skip
     method = "Wilson score" if s.interval == "wilson" else f"percentile bootstrap ({s.bootstrap_samples} resamples)"
     return "\n".join([
         "# supercorrect compare\n",
@@ -455,6 +495,7 @@ def to_markdown(cmp: Comparison) -> str:
         "",
         _md_table(header, rows),
         "",
+        *location,
     ])  # fmt: skip
 
 
@@ -467,7 +508,7 @@ def plot(cmp: Comparison, path: Path) -> bool:
 
     acc_rows: dict[tuple[str, str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in cmp.rows:
-        if r["scope"] != "seed mean" and not r["model"].endswith(SELF_CORRECTED):
+        if r["measure"] == "accuracy" and r["scope"] != "seed mean" and not r["model"].endswith(SELF_CORRECTED):
             acc_rows[(r["set"], r["variant"], r["model"])][r["scope"]].append(r)
     sets = sorted({k[0] for k in acc_rows})
     variants = list(dict.fromkeys(k[1] for k in acc_rows))
