@@ -98,7 +98,21 @@ class Settings:
 def load_outcomes(run_dir: Path) -> Outcomes:
     """Greedy correctness per problem id for every finished eval stage, and after self-correction as the
     pseudo-model `<tag>+sc` (its parent: `<tag>` before self-correction)."""
+    return _read_evals(run_dir)[0]
+
+
+def load_located(run_dir: Path) -> Outcomes:
+    """Error location per problem id, from each finished eval stage's self-correction pass: on the model's wrong
+    greedy solutions whose first error the teacher located, whether the model's own correction named the same
+    step (the per-problem form of the summary's `error_location.located_rate`, stages/evaluate.py)."""
+    return _read_evals(run_dir)[1]
+
+
+def _read_evals(run_dir: Path) -> tuple[Outcomes, Outcomes]:
+    """(load_outcomes, load_located) in one pass over the finished eval stages' sets (a set the stage skipped
+    has no rows), each file read once."""
     out: Outcomes = defaultdict(dict)
+    located: Outcomes = defaultdict(dict)
     for m in sorted(Path(run_dir).glob("eval-*/manifest.json")):
         tag = m.parent.name.removeprefix("eval-")
         for set_name, summ in (read_json(m).get("summary") or {}).items():
@@ -109,21 +123,12 @@ def load_outcomes(run_dir: Path) -> Outcomes:
                 out[tag][set_name] = {r["id"]: bool(r["correct"]) for r in read_jsonl(f) if r.get("greedy")}
             sc = m.parent / set_name / "selfcorrect.jsonl"
             if sc.exists():
-                out[tag + SELF_CORRECTED][set_name] = {r["id"]: bool(r["after"]) for r in read_jsonl(sc)}
-    return dict(out)
-
-
-def load_located(run_dir: Path) -> Outcomes:
-    """Error location per problem id, from each self-correction pass (`selfcorrect.jsonl`): on the model's wrong
-    greedy solutions whose first error the teacher located, whether the model's own correction named the same
-    step (the per-problem form of the summary's `error_location.located_rate`, stages/evaluate.py)."""
-    out: Outcomes = defaultdict(dict)
-    for sc in sorted(Path(run_dir).glob("eval-*/*/selfcorrect.jsonl")):
-        tag = sc.parent.parent.name.removeprefix("eval-")
-        rows = [r for r in read_jsonl(sc) if not r["before"] and r.get("teacher_step") is not None]
-        if rows:
-            out[tag][sc.parent.name] = {r["id"]: r.get("model_step") == r["teacher_step"] for r in rows}
-    return dict(out)
+                rows = read_jsonl(sc)
+                out[tag + SELF_CORRECTED][set_name] = {r["id"]: bool(r["after"]) for r in rows}
+                judged = [r for r in rows if not r["before"] and r.get("teacher_step") is not None]
+                if judged:
+                    located[tag][set_name] = {r["id"]: r.get("model_step") == r["teacher_step"] for r in judged}
+    return dict(out), dict(located)
 
 
 def comparisons_for(tags: Iterable[str]) -> list[tuple[str, str]]:
@@ -213,6 +218,7 @@ def load_run(run_dir: str | Path) -> RunInfo:
     if idpo:
         budget["instance-DPO pairs"] = f"{idpo.get('pairs')}/{idpo.get('pairs_available')}"
     budget.update(_knobs(run_dir))
+    outcomes, located = _read_evals(run_dir)
     return RunInfo(
         path=run_dir,
         name=ident.get("name", run_dir.name),
@@ -220,8 +226,8 @@ def load_run(run_dir: str | Path) -> RunInfo:
         variant=ident.get("variant") or ident.get("name") or str(run_dir),
         seed=ident.get("seed"),
         budget=budget,
-        outcomes=load_outcomes(run_dir),
-        located=load_located(run_dir),
+        outcomes=outcomes,
+        located=located,
     )
 
 
