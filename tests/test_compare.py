@@ -247,7 +247,7 @@ def test_error_location_rates_and_paired_test(tmp_path):
     Cross-DPO against HSFT paired on the problems both answered wrong and the teacher located in both."""
     cfg = make_run(tmp_path, "study-s0", 0, None, extra_right=4)
 
-    def sc_rows(tag: str, wrong: range, located: set[int], unlocated: set[int] = set()) -> None:
+    def sc_rows(tag: str, wrong: range, located: set[int], unlocated: frozenset[int] = frozenset()) -> None:
         rows = [{"id": PROBLEMS[i].id, "before": i not in wrong, "after": False, "trace": "",
                  "model_step": 2 if i in located else 1, "teacher_step": None if i in unlocated else 2}
                 for i in range(N)]  # fmt: skip
