@@ -4,9 +4,8 @@ A recipe counts as run when every one of its stages (but the report) has a manif
 model it trains and each evaluation set, the greedy accuracy with its interval (the run's `stats:` block: Wilson by
 default), and what it cost as if run alone: the seconds of its stages, the teacher's prompt + completion tokens, the
 student's generated tokens for training data (`sample`, ELAD's selection, REER's search; evaluation tokens are
-counted apart) and the
-tokens its SFT stages trained on (tokens per epoch x epochs). Stages shared by several recipes (templates, hsft, ...)
-are counted in each.
+counted apart) and the tokens its SFT stages trained on (tokens per epoch x epochs). Stages shared by several
+recipes (templates, hsft, ...) are counted in each.
 
 Why the paired tests too: at these sizes two recipes' accuracies differ by a few problems, and side-by-side
 intervals overlap even when one model is better on the same problems. So each trained model is tested against the
