@@ -263,8 +263,8 @@ def test_error_location_rates_and_paired_test(tmp_path):
     cmp = compare_runs([cfg.run_dir], Settings(bootstrap_samples=200))
     rows = list(csv.DictReader(io.StringIO(to_csv(cmp))))
     loc = [r for r in rows if r["measure"] == "error location"]
-    r = _row(loc, model="hsft", scope="seed 0")
-    assert (r["n"], r["correct"], r["reference"]) == ("22", "2", "")
+    r = _row(loc, model="hsft", reference="hsft+guess", scope="seed 0")
+    assert (r["n"], r["correct"]) == ("22", "2")
     r = _row(loc, model="cross-dpo", reference="hsft", scope="seed 0")
     assert (r["n"], r["correct"]) == ("20", "10")
     # Both wrong and located: 20-37 (18 problems); Cross-DPO alone on 20-29 (10), HSFT alone on none.
@@ -272,8 +272,28 @@ def test_error_location_rates_and_paired_test(tmp_path):
     assert float(r["mcnemar_p"]) == pytest.approx(stats.mcnemar_exact(10, 0))
     wil = stats.wilson_interval(10, 20)
     assert (float(r["acc_low"]), float(r["acc_high"])) == pytest.approx((wil.low, wil.high))
+    # The chance baseline on the same solutions: the teacher's step is 2 on all of them, so always naming step 2
+    # is right on every one; both models are below it (a model must beat this row to be said to locate errors).
+    g = _row(loc, model="cross-dpo+guess", scope="seed 0")
+    assert (g["n"], g["correct"], g["reference"]) == ("20", "20", "")
+    r = _row(loc, model="cross-dpo", reference="cross-dpo+guess", scope="seed 0")
+    assert (r["pairs"], r["model_only"], r["reference_only"]) == ("20", "0", "10")
+    assert float(r["mcnemar_p"]) == pytest.approx(stats.mcnemar_exact(0, 10))
+    assert _row(loc, model="hsft", reference="hsft+guess", scope="seed 0")["reference_only"] == "20"
     # Accuracy rows are unchanged by the location rows, and the markdown has its own section.
     assert _row(rows, measure="accuracy", model="hsft", scope="seed 0")["correct"] == "16"
     md = to_markdown(cmp)
     assert "## Error location (self-correction pass)" in md
     assert "| HSFT + Cross-DPO | test | seed 0 | 20 | 50.0 [" in md
+    assert "| HSFT + Cross-DPO: always the commonest step | test | seed 0 | 20 | 100.0 [" in md
+
+
+def test_report_error_location_cell_shows_chance_baseline():
+    """The run report puts the located rate beside always naming the commonest step; a summary written before
+    the baseline existed shows the rate alone."""
+    from supercorrect.report import _located_cell
+
+    loc = {"teacher_located": 40, "located_rate": 0.1, "constant_guess_step": 2, "constant_guess_rate": 0.625}
+    assert _located_cell(loc) == "10.0 (of 40; always step 2: 62.5)"
+    assert _located_cell({"teacher_located": 40, "located_rate": 0.1}) == "10.0 (of 40)"
+    assert _located_cell({}) == "-"

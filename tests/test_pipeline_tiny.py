@@ -9,6 +9,7 @@ import pytest
 import yaml
 from planting import plant_wrong_solutions
 
+from supercorrect import stats
 from supercorrect.cli import main
 from supercorrect.config import load_config
 from supercorrect.errors import UserError
@@ -57,6 +58,17 @@ def test_stage1_pipeline_resume_and_fingerprints(tmp_path, tiny_model_dir, capsy
     assert {r["reason"] for r in samples} <= {"correct", "no_answer", "unparsable", "wrong", "timeout"}
     summary = read_json(run / "eval-hsft" / "test" / "summary.json")
     assert "pass_at_k" in summary and "maj_at_2" in summary and "self_correction" in summary
+    # Error location and its chance baseline agree with the per-problem rows they summarize.
+    loc = summary["self_correction"]["error_location"]
+    judged = [r for r in read_jsonl(run / "eval-hsft" / "test" / "selfcorrect.jsonl")
+              if not r["before"] and r.get("teacher_step") is not None]  # fmt: skip
+    assert loc["teacher_located"] == len(judged)
+    assert loc["model_named_a_step"] == sum(1 for r in judged if r["model_step"] is not None)
+    if judged:
+        step, hits = stats.constant_guess([r["teacher_step"] for r in judged])
+        assert (loc["constant_guess_step"], loc["constant_guess_rate"]) == (step, hits / len(judged))
+    else:
+        assert (loc["constant_guess_step"], loc["constant_guess_rate"]) == (None, None)
     report = (run / "report" / "report.md").read_text()
     assert "HSFT" in report and "rule-based" in report
     # Intervals from the per-problem rows, and HSFT tested against the base model on the same 6 problems.

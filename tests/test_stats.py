@@ -169,6 +169,17 @@ def test_across_seeds():
         stats.across_seeds([])
 
 
+def test_constant_guess():
+    """The chance baseline of error location: the commonest step and how often it is right; ties go to the
+    smallest step, so the same rows always give the same baseline."""
+    assert stats.constant_guess([2, 1, 2, 3, 2, 1]) == (2, 3)
+    assert stats.constant_guess([3, 1, 3, 1]) == (1, 2)
+    assert stats.constant_guess([10, 2, 10, 2]) == (2, 2)  # by value, not by text ("10" < "2")
+    assert stats.constant_guess(["b", 1, "b"]) == ("b", 2)
+    with pytest.raises(ValueError):
+        stats.constant_guess([])
+
+
 def test_format_p():
     assert stats.format_p(0.0703125) == "0.0703"
     assert stats.format_p(1e-9) == "<0.0001"

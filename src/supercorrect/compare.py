@@ -38,6 +38,10 @@ COMPARISONS: list[tuple[str, str]] = [
     ("cross-dpo", "instance-dpo"),
 ]
 SELF_CORRECTED = "+sc"  # pseudo-model suffix: the model's answers after its own self-correction pass
+# Pseudo-model suffix in the error-location table: always naming the step where the teacher most often found the
+# first error in this model's wrong solutions (stats.constant_guess), scored on the same solutions.
+CONSTANT_GUESS = "+guess"
+SUFFIXES = (SELF_CORRECTED, CONSTANT_GUESS)
 
 MODEL_ORDER = ["base-cot", "base", "cot-sft", "hsft", "hsft-more", "instance-dpo", "cross-dpo"]
 LABELS = {
@@ -53,15 +57,24 @@ LABELS = {
 Outcomes = dict[str, dict[str, dict[Any, bool]]]  # model tag -> set -> {problem key: correct}
 
 
+def base_tag(tag: str) -> str:
+    """The model a pseudo-model is made from (`hsft+sc` -> `hsft`)."""
+    for suffix in SUFFIXES:
+        tag = tag.removesuffix(suffix)
+    return tag
+
+
 def label(tag: str) -> str:
     if tag.endswith(SELF_CORRECTED):
         return f"{label(tag.removesuffix(SELF_CORRECTED))}, self-corrected"
+    if tag.endswith(CONSTANT_GUESS):
+        return f"{label(tag.removesuffix(CONSTANT_GUESS))}: always the commonest step"
     return LABELS.get(tag, tag)
 
 
 def ordered(tags: Iterable[str]) -> list[str]:
     def key(t: str) -> tuple[int, int, str]:
-        base = t.removesuffix(SELF_CORRECTED)
+        base = base_tag(t)
         return (MODEL_ORDER.index(base) if base in MODEL_ORDER else 99, t != base, t)
 
     return sorted(tags, key=key)
@@ -128,6 +141,8 @@ def _read_evals(run_dir: Path) -> tuple[Outcomes, Outcomes]:
                 judged = [r for r in rows if not r["before"] and r.get("teacher_step") is not None]
                 if judged:
                     located[tag][set_name] = {r["id"]: r.get("model_step") == r["teacher_step"] for r in judged}
+                    step, _ = stats.constant_guess([r["teacher_step"] for r in judged])
+                    located[tag + CONSTANT_GUESS][set_name] = {r["id"]: r["teacher_step"] == step for r in judged}
     return dict(out), dict(located)
 
 
@@ -136,6 +151,7 @@ def comparisons_for(tags: Iterable[str]) -> list[tuple[str, str]]:
     have = set(tags)
     pairs = [(a, b) for a, b in COMPARISONS if a in have and b in have]
     pairs += [(t, t.removesuffix(SELF_CORRECTED)) for t in have if t.endswith(SELF_CORRECTED)]
+    pairs += [(base_tag(t), t) for t in have if t.endswith(CONSTANT_GUESS) and base_tag(t) in have]
     return sorted(pairs, key=lambda ab: (ordered(have).index(ab[0]), ab[1]))
 
 
@@ -476,7 +492,11 @@ def to_markdown(cmp: Comparison) -> str:
         "On the model's wrong greedy solutions whose first error the teacher located (*n*): how often the model's "
         "own correction names the same step. A paired row compares two models on the problems both answered wrong "
         "and the teacher located in both (their solutions differ, the problems are the same); *model only / vs "
-        "only*: problems where only one of the two named the teacher's step.",
+        "only*: problems where only one of the two named the teacher's step. *always the commonest step*: the "
+        "chance baseline, on the same solutions, of naming whatever step the teacher most often found the first "
+        "error in (chosen per seed on these solutions, so it is an upper bound on any constant guess); a model "
+        "that names step 1 on every solution scores the share of step-1 errors without locating anything, and "
+        "only a rate above this row's is evidence of locating.",
         "",
         _md_table(loc_header, loc_rows),
         "",

@@ -152,10 +152,21 @@ def self_correction_table(evals: dict[str, dict], outcomes: Outcomes | None = No
             rows.append([
                 LABELS.get(tag, tag), s, _pct(sc["accuracy_before"]), _pct(sc["accuracy_after"]),
                 f"{100 * sc['delta']:+.1f}", ci, str(sc["wrong_to_right"]), str(sc["right_to_wrong"]), p,
-                f"{_pct(loc.get('located_rate'))} (of {loc.get('teacher_located', 0)})" if loc else "-",
+                _located_cell(loc),
                 _pct(loc.get("corrected_rate")) if loc else "-",
             ])
     return header, rows
+
+
+def _located_cell(loc: dict) -> str:
+    """'9.6 (of 740; always step 2: 62.0)': the located rate beside its chance baseline (summaries written
+    before the baseline existed show the rate alone)."""
+    if not loc:
+        return "-"
+    cell = f"{_pct(loc.get('located_rate'))} (of {loc.get('teacher_located', 0)}"
+    if loc.get("constant_guess_rate") is not None:
+        cell += f"; always step {loc['constant_guess_step']}: {_pct(loc['constant_guess_rate'])}"
+    return cell + ")"
 
 
 def plot_self_correction(evals: dict[str, dict], path: Path) -> bool:
@@ -324,8 +335,9 @@ def run(cfg: RunConfig) -> dict:
         parts += ["## Self-correction and error location\n",
                   "Each model gets the plain correction prompt on its own greedy solution; *delta* is accuracy "
                   "after minus before. *Error located*: on its wrong solutions that the teacher could locate, how "
-                  "often the model's trace flags the teacher's step; *corrected*: and then reaches the right "
-                  "answer.\n", markdown_table(sh, sr), ""]
+                  "often the model's trace flags the teacher's step, beside the chance baseline (*always step k*: the "
+                  "share a model would score by naming the step where the teacher most often found the error, "
+                  "whatever the solution); *corrected*: and then reaches the right answer.\n", markdown_table(sh, sr), ""]
         if plot_self_correction(evals, run_dir / "report" / "self_correction.png"):
             parts.append("![self-correction](self_correction.png)\n")
     parts += _training_curves(run_dir)

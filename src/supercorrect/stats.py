@@ -17,6 +17,9 @@ sensitive than comparing two independent intervals because most problems are sol
   which model is better. Computed exactly with integer arithmetic (`math.comb`), no SciPy needed.
 - `compare_paired`: joins two per-problem outcome maps on their keys and returns all of the above at once.
 - `across_seeds`: mean, sample standard deviation, min and max of one number over training seeds.
+- `constant_guess`: the chance baseline of a labelling task (the most frequent label and how often it is right):
+  a model that names the first wrong step must beat always naming the commonest step before it can be said to
+  locate errors.
 
 All randomness is a `numpy.random.Generator` seeded by the caller, so a report is reproducible to the digit.
 """
@@ -287,6 +290,22 @@ def across_seeds(values: Sequence[float]) -> SeedSpread:
     mu = sum(xs) / len(xs)
     sd = sqrt(sum((x - mu) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
     return SeedSpread(len(xs), mu, sd, min(xs), max(xs))
+
+
+def constant_guess(labels: Sequence[Hashable]) -> tuple[Hashable, int]:
+    """The best constant answer for these true labels and how many it gets right: the most frequent label (ties:
+    the smallest, so the choice is reproducible). It is chosen on the same labels it is scored on, so it is an
+    upper bound on any constant guesser: a model that beats it names more than the commonest answer."""
+    if not labels:
+        raise ValueError("constant_guess needs at least one label")
+    counts: dict[Hashable, int] = {}
+    for x in labels:
+        counts[x] = counts.get(x, 0) + 1
+    try:
+        best = min(counts, key=lambda x: (-counts[x], x))  # type: ignore[operator]
+    except TypeError:  # labels of mixed, unorderable types: order ties by their text
+        best = min(counts, key=lambda x: (-counts[x], str(x)))
+    return best, counts[best]
 
 
 def format_p(p: float) -> str:

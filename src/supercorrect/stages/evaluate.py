@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from .. import prompts, xmlformat
+from .. import prompts, stats, xmlformat
 from ..config import RunConfig
 from ..data import load_optional
 from ..errors import UserError
@@ -74,6 +74,10 @@ def self_correction(cfg, st, set_name, backend, grader, problems, greedy, max_ne
             if r["teacher_step"] is not None:
                 judged += 1
         hits = [r for r in wrong if r.get("teacher_step") is not None and r["model_step"] == r["teacher_step"]]
+        # The chance baseline: always naming the step where the teacher most often found the first error. A model
+        # that flags step 1 on every solution scores the share of step-1 errors without locating anything.
+        guess_step, guess_hits = (stats.constant_guess([r["teacher_step"] for r in wrong if r.get("teacher_step")
+                                                        is not None]) if judged else (None, 0))  # fmt: skip
         out["error_location"] = {
             "wrong_solutions": len(wrong),
             "teacher_located": judged,
@@ -81,6 +85,10 @@ def self_correction(cfg, st, set_name, backend, grader, problems, greedy, max_ne
             "located_rate": len(hits) / judged if judged else None,
             "located_and_corrected": sum(1 for r in hits if r["after"]),
             "corrected_rate": sum(1 for r in hits if r["after"]) / judged if judged else None,
+            "model_named_a_step": sum(1 for r in wrong if r.get("teacher_step") is not None
+                                      and r["model_step"] is not None),  # fmt: skip
+            "constant_guess_step": guess_step,
+            "constant_guess_rate": guess_hits / judged if judged else None,
         }
     write_jsonl(st.dir / set_name / "selfcorrect.jsonl", rows)
     return out
