@@ -179,10 +179,12 @@ def test_hsft_more_takes_as_many_steps_as_cross_dpo_from_hsft(tmp_path, tiny_mod
     run = cfg.run_dir
     plant_wrong_solutions(cfg, 6)
     calls = []
+    rates = []
     real = hsft_more.train_sft
 
     def spy(model_path, rows, out, settings, **kw):
         calls.append((model_path, len(rows), kw.get("max_steps")))
+        rates.append(settings.learning_rate)
         return real(model_path, rows, out, settings, **kw)
 
     monkeypatch.setattr(hsft_more, "train_sft", spy)
@@ -212,6 +214,20 @@ def test_hsft_more_takes_as_many_steps_as_cross_dpo_from_hsft(tmp_path, tiny_mod
     assert more2["fingerprint"] != before and more2["counts"]["steps"] == 4
     assert (run / "hsft" / "manifest.json").stat().st_mtime == hsft_time
     assert calls[-1] == (str(run / "hsft" / "model"), 12, 4)
+    assert rates == [cfg.hsft.learning_rate] * 2
+
+    # hsft_more.learning_rate: the control's own rate redoes the control only; left at its default (None: hsft's
+    # rate) the section does not count, so a finished control is not redone.
+    assert hsft_more.stage(load_config(path, {"cross_dpo.max_pairs": 4, "hsft_more.learning_rate": None})
+                           ).fingerprint == more2["fingerprint"]  # fmt: skip
+    cfg3 = load_config(path, {"cross_dpo.max_pairs": 4, "hsft_more.learning_rate": 1e-5})
+    run_pipeline(cfg3, only=["cross-dpo", "hsft-more"])
+    more3 = read_json(run / "hsft-more" / "manifest.json")
+    assert more3["fingerprint"] != more2["fingerprint"] and rates[-1] == 1e-5 and len(rates) == 3
+    assert (run / "hsft" / "manifest.json").stat().st_mtime == hsft_time
+    assert '"learning_rate": 1e-05,' in (run / "hsft-more" / "model" / "README.md").read_text()
+    with pytest.raises(UserError, match="hsft_more.learning_rate"):
+        load_config(path, {"hsft_more.learning_rate": 0})
 
 
 @pytest.mark.slow  # ~2 min on the shared 2-core machine: two trainings, six evaluations

@@ -5,6 +5,8 @@ Why: Cross-DPO starts from the HSFT student and trains it for some more steps. A
 come from those steps rather than from what the pairs teach; this model gets the same number of steps of plain
 HSFT (same rows and formatting as stage `hsft`, the `hsft:` learning rate, schedule and batch settings, cycling
 over the rows as often as the step count needs), so `compare` can test Cross-DPO against it on the same problems.
+`hsft_more.learning_rate` gives the control a rate of its own (a control that overfits at HSFT's rate is an easy
+bar; a gentler one is a stricter test of what the pairs teach).
 
 It reads the step count from `cross-dpo/manifest.json` (`counts.steps`, the trainer's optimizer steps), so it
 is redone when either `hsft` or `cross-dpo` changes. Not in the `supercorrect` recipe's default stage list (it
@@ -16,16 +18,26 @@ from __future__ import annotations
 
 import sys
 
-from ..config import RunConfig
+from ..config import HsftMoreConfig, RunConfig
 from ..errors import UserError
 from ..io import read_jsonl
 from ..trainers.sft import train_sft
+from ..trainers.sft_config import SFTConfig
 from . import Stage
 from .common import StageDef, model_card, model_path, write_model_card
 
 
 def stage(cfg: RunConfig) -> Stage:
-    return Stage(cfg, "hsft-more", sections=("student", "hsft"), inputs=("hsft", "cross-dpo"))
+    # The section's defaults (hsft's settings) hash as before it existed: finished controls are not redone.
+    own = ("hsft_more",) if cfg.hsft_more != HsftMoreConfig() else ()
+    return Stage(cfg, "hsft-more", sections=("student", "hsft", *own), inputs=("hsft", "cross-dpo"))
+
+
+def settings(cfg: RunConfig) -> SFTConfig:
+    """The control's training settings: `hsft:`'s, with what `hsft_more:` sets replaced."""
+    if cfg.hsft_more.learning_rate is None:
+        return cfg.hsft
+    return cfg.hsft.model_copy(update={"learning_rate": cfg.hsft_more.learning_rate})
 
 
 def cross_dpo_steps(st: Stage) -> int:
@@ -48,7 +60,8 @@ def run(cfg: RunConfig) -> dict:
         raise UserError(f"{data}: no templates were kept; nothing to train on")
     start = model_path(cfg, "hsft")
     st.start()
-    metrics = train_sft(start, rows, st.dir, cfg.hsft, seed=cfg.seed, dtype=cfg.student.dtype, max_steps=steps)
+    sft = settings(cfg)
+    metrics = train_sft(start, rows, st.dir, sft, seed=cfg.seed, dtype=cfg.student.dtype, max_steps=steps)
     if metrics["steps"] != steps:  # the point of the stage: say so loudly if the trainer did not honour it
         print(f"[hsft-more] warning: trained {metrics['steps']} steps, cross-dpo took {steps}", file=sys.stderr)
     card = model_card(
@@ -58,7 +71,7 @@ def run(cfg: RunConfig) -> dict:
         f"The HSFT student (`{start}`) trained for {steps} more optimizer steps (as many as Cross-DPO took) on the same "
         f"{len(rows)} hierarchical thought templates (`{data}`).",
         {"examples": len(rows), "optimizer steps": steps},
-        cfg.hsft.model_dump(mode="json"),
+        sft.model_dump(mode="json"),
         metrics,
     )
     write_model_card(st, card)
