@@ -23,6 +23,7 @@ from typing import Any
 from . import stats
 from .errors import UserError
 from .io import atomic_write_text, read_json, read_jsonl
+from .metrics import error_location
 
 # Each model against what it is built from (its parent), then the controls a claim must also beat.
 # `hsft-more` is the equal-compute control (HSFT trained further on its own data for as many steps as Cross-DPO).
@@ -39,7 +40,7 @@ COMPARISONS: list[tuple[str, str]] = [
 ]
 SELF_CORRECTED = "+sc"  # pseudo-model suffix: the model's answers after its own self-correction pass
 # Pseudo-model suffix in the error-location table: always naming the step where the teacher most often found the
-# first error in this model's wrong solutions (stats.constant_guess), scored on the same solutions.
+# first error in this model's wrong solutions (metrics.error_location), scored on the same solutions.
 CONSTANT_GUESS = "+guess"
 SUFFIXES = (SELF_CORRECTED, CONSTANT_GUESS)
 
@@ -114,16 +115,11 @@ def load_outcomes(run_dir: Path) -> Outcomes:
     return _read_evals(run_dir)[0]
 
 
-def load_located(run_dir: Path) -> Outcomes:
-    """Error location per problem id, from each finished eval stage's self-correction pass: on the model's wrong
-    greedy solutions whose first error the teacher located, whether the model's own correction named the same
-    step (the per-problem form of the summary's `error_location.located_rate`, stages/evaluate.py)."""
-    return _read_evals(run_dir)[1]
-
-
 def _read_evals(run_dir: Path) -> tuple[Outcomes, Outcomes]:
-    """(load_outcomes, load_located) in one pass over the finished eval stages' sets (a set the stage skipped
-    has no rows), each file read once."""
+    """(load_outcomes, error location) in one pass over the finished eval stages' sets (a set the stage skipped
+    has no rows), each file read once. Error location per problem id, from each self-correction pass
+    (metrics.error_location, the per-problem form of the summary's `error_location`): whether the model named the
+    teacher's step, and the pseudo-model `<tag>+guess`, its chance baseline on the same solutions."""
     out: Outcomes = defaultdict(dict)
     located: Outcomes = defaultdict(dict)
     for m in sorted(Path(run_dir).glob("eval-*/manifest.json")):
@@ -138,11 +134,10 @@ def _read_evals(run_dir: Path) -> tuple[Outcomes, Outcomes]:
             if sc.exists():
                 rows = read_jsonl(sc)
                 out[tag + SELF_CORRECTED][set_name] = {r["id"]: bool(r["after"]) for r in rows}
-                judged = [r for r in rows if not r["before"] and r.get("teacher_step") is not None]
-                if judged:
-                    located[tag][set_name] = {r["id"]: r.get("model_step") == r["teacher_step"] for r in judged}
-                    step, _ = stats.constant_guess([r["teacher_step"] for r in judged])
-                    located[tag + CONSTANT_GUESS][set_name] = {r["id"]: r["teacher_step"] == step for r in judged}
+                same, guess, _ = error_location(rows)
+                if same:
+                    located[tag][set_name] = same
+                    located[tag + CONSTANT_GUESS][set_name] = guess
     return dict(out), dict(located)
 
 
@@ -165,7 +160,7 @@ class RunInfo:
     seed: int | None
     budget: dict[str, Any]
     outcomes: Outcomes = field(default_factory=dict)
-    located: Outcomes = field(default_factory=dict)  # error location in the self-correction pass (load_located)
+    located: Outcomes = field(default_factory=dict)  # error location in the self-correction pass (_read_evals)
 
     @property
     def budget_text(self) -> str:

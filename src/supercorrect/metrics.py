@@ -1,10 +1,14 @@
-"""Accuracy metrics over graded samples: greedy accuracy, maj@k, the unbiased pass@k estimator, breakdowns."""
+"""Accuracy metrics over graded samples: greedy accuracy, maj@k, the unbiased pass@k estimator, breakdowns, and
+error location in the self-correction pass."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from math import comb
+from typing import Any
+
+from .stats import constant_guess
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -33,6 +37,21 @@ def majority_correct(answers: list[tuple[str | None, bool]]) -> bool:
         return False
     best = max(votes, key=lambda a: (votes[a], -first[a]))
     return correct[best]
+
+
+def error_location(rows: Iterable[dict]) -> tuple[dict[Any, bool], dict[Any, bool], Any]:
+    """Error location per problem id from self-correction rows (`selfcorrect.jsonl`), on the wrong solutions whose
+    first error the teacher located: whether the model's trace named the teacher's step; whether the chance
+    baseline, always naming the step where the teacher most often found the first error (`stats.constant_guess`),
+    would have; and that step (None when the teacher located none). One definition for the eval stage's summary
+    and `compare`: a model that flags step 1 on every solution scores the share of step-1 errors without
+    locating anything, so its rate means something only beside the baseline's."""
+    judged = [r for r in rows if not r["before"] and r.get("teacher_step") is not None]
+    if not judged:
+        return {}, {}, None
+    step, _ = constant_guess([r["teacher_step"] for r in judged])
+    return ({r["id"]: r.get("model_step") == r["teacher_step"] for r in judged},
+            {r["id"]: r["teacher_step"] == step for r in judged}, step)  # fmt: skip
 
 
 def mean(xs: Iterable[float]) -> float:

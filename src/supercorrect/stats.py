@@ -26,6 +26,7 @@ All randomness is a `numpy.random.Generator` seeded by the caller, so a report i
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from math import comb, sqrt
@@ -298,9 +299,7 @@ def constant_guess(labels: Sequence[Hashable]) -> tuple[Hashable, int]:
     upper bound on any constant guesser: a model that beats it names more than the commonest answer."""
     if not labels:
         raise ValueError("constant_guess needs at least one label")
-    counts: dict[Hashable, int] = {}
-    for x in labels:
-        counts[x] = counts.get(x, 0) + 1
+    counts = Counter(labels)
     try:
         best = min(counts, key=lambda x: (-counts[x], x))  # type: ignore[operator]
     except TypeError:  # labels of mixed, unorderable types: order ties by their text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from .. import prompts, stats, xmlformat
+from .. import prompts, xmlformat
 from ..config import RunConfig
 from ..data import load_optional
 from ..errors import UserError
@@ -17,7 +17,7 @@ from ..generation import SamplingSettings, generate_resumable, make_backend
 from ..grading import Grader
 from ..io import write_json, write_jsonl
 from ..judge import judge_rows, make_judge, protocol, write_disagreements
-from ..metrics import mean, summarize
+from ..metrics import error_location, mean, summarize
 from ..models import chat_prompt
 from ..teachers import CorrectionRequest, make_teacher
 from ..teachers.llm import format_steps
@@ -67,17 +67,12 @@ def self_correction(cfg, st, set_name, backend, grader, problems, greedy, max_ne
         teacher = make_teacher(cfg, cfg.run_dir)
         texts = {g["id"]: g["text"] for g in greedy}
         req = [CorrectionRequest(by_id[r["id"]], texts[r["id"]], steps[r["id"]]) for r in wrong]
-        located = teacher.corrections(req) if req else []
-        judged = 0
-        for r, t in zip(wrong, located, strict=True):
+        corrections = teacher.corrections(req) if req else []
+        for r, t in zip(wrong, corrections, strict=True):
             r["teacher_step"] = xmlformat.parse(t.text).first_error if t.text else None
-            if r["teacher_step"] is not None:
-                judged += 1
-        hits = [r for r in wrong if r.get("teacher_step") is not None and r["model_step"] == r["teacher_step"]]
-        # The chance baseline: always naming the step where the teacher most often found the first error. A model
-        # that flags step 1 on every solution scores the share of step-1 errors without locating anything.
-        guess_step, guess_hits = (stats.constant_guess([r["teacher_step"] for r in wrong if r.get("teacher_step")
-                                                        is not None]) if judged else (None, 0))  # fmt: skip
+        same, guess, guess_step = error_location(rows)  # per problem id, on the wrong solutions the teacher located
+        judged = len(same)
+        hits = [r for r in wrong if same.get(r["id"])]
         out["error_location"] = {
             "wrong_solutions": len(wrong),
             "teacher_located": judged,
@@ -85,10 +80,9 @@ def self_correction(cfg, st, set_name, backend, grader, problems, greedy, max_ne
             "located_rate": len(hits) / judged if judged else None,
             "located_and_corrected": sum(1 for r in hits if r["after"]),
             "corrected_rate": sum(1 for r in hits if r["after"]) / judged if judged else None,
-            "model_named_a_step": sum(1 for r in wrong if r.get("teacher_step") is not None
-                                      and r["model_step"] is not None),  # fmt: skip
+            "model_named_a_step": sum(1 for r in wrong if r["id"] in same and r["model_step"] is not None),
             "constant_guess_step": guess_step,
-            "constant_guess_rate": guess_hits / judged if judged else None,
+            "constant_guess_rate": sum(guess.values()) / judged if judged else None,
         }
     write_jsonl(st.dir / set_name / "selfcorrect.jsonl", rows)
     return out
